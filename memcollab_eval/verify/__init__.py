@@ -1,0 +1,20 @@
+"""Verifiers: the math answer checker and the code sandbox.
+
+The same functions decide which trajectories become memory and score every
+evaluation, so they are a library of their own with no dependency on the rest.
+"""
+
+from memcollab_eval.verify.code_exec import run_code, run_codes
+from memcollab_eval.verify.sandbox_pool import IsolationReport, SandboxConfig, SandboxPool, SandboxUnavailableError
+from memcollab_eval.verify.verdict import STATUSES, Verdict
+
+__all__ = [
+    "STATUSES",
+    "IsolationReport",
+    "SandboxConfig",
+    "SandboxPool",
+    "SandboxUnavailableError",
+    "Verdict",
+    "run_code",
+    "run_codes",
+]

@@ -1,0 +1,39 @@
+"""Shared fixtures: the offline benchmark data and a sandbox pool with full isolation."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def data_dir() -> Path:
+    """Offline benchmark data: $MEMCOLLAB_DATA_DIR, else ../shared/data beside the repo."""
+    return Path(os.environ.get("MEMCOLLAB_DATA_DIR", REPO.parent / "shared" / "data"))
+
+
+def read_jsonl(relative: str) -> list[dict]:
+    path = data_dir() / relative
+    if not path.exists():
+        pytest.skip(f"offline data not found: {path} (set MEMCOLLAB_DATA_DIR)")
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+@pytest.fixture(scope="session")
+def sandbox():
+    """One pool for the session. Full isolation is required in CI; elsewhere, skip without it."""
+    from memcollab_eval.verify.sandbox_pool import SandboxConfig, SandboxPool, SandboxUnavailableError
+
+    try:
+        pool = SandboxPool(SandboxConfig(workers=2, timeout=10.0))
+    except SandboxUnavailableError as exc:
+        if os.environ.get("CI"):
+            pytest.fail(f"CI must provide full sandbox isolation: {exc}")
+        pytest.skip(f"full sandbox isolation unavailable here: {exc}")
+    yield pool
+    pool.close()
