@@ -1,0 +1,254 @@
+"""Pick the few memory entries to prepend to one task (MemCollab's retrieval step).
+
+Filter, then rank: keep entries of the task's category that involve the target model (as the
+preferred or the unpreferred side of the pair they were distilled from), score them by
+lexical relevance to the problem text, add a small bonus for the task's subcategory, drop
+weak matches and keep the top k. An empty result is a deliberate abstention: the caller
+counts it rather than padding the prompt with unrelated lessons.
+
+Evaluation calls this once per problem for thousands of problems, so everything that does
+not depend on the query (vectorizer, idf, per-category candidate postings) is computed at
+construction; a query is one tokenization plus a few numpy gathers over the candidates'
+postings of the query's terms.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import sparse
+from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS, TfidfVectorizer
+
+from memcollab_eval.bank import MemoryBank, MemoryEntry
+from memcollab_eval.categorize import GENERAL, Category
+
+RANKERS = ("tfidf", "bm25")
+MEMORY_HEADER = "Lessons from past solutions to similar problems (apply those that fit):"
+_TOKEN = re.compile(r"[a-z][a-z0-9]+")
+
+
+@dataclass(frozen=True)
+class RetrievalConfig:
+    """``min_score`` applies to the final score (relevance + subcategory bonus), which lies
+    in [0, 1 + subcategory_bonus] for both rankers (BM25 is normalized, see _BM25Index)."""
+
+    top_k: int = 3
+    use_categories: bool = True
+    model_filter: bool = True
+    min_score: float = 0.05
+    ranker: str = "tfidf"  # "tfidf" | "bm25"
+    subcategory_bonus: float = 0.05
+
+    def __post_init__(self) -> None:
+        if self.ranker not in RANKERS:
+            raise ValueError(f"RetrievalConfig.ranker must be one of {RANKERS}, got {self.ranker!r}")
+        if self.top_k < 0:
+            raise ValueError(f"RetrievalConfig.top_k must be >= 0, got {self.top_k}")
+
+
+@dataclass(frozen=True)
+class Retrieved:
+    entry: MemoryEntry
+    score: float
+
+
+def analyze(text: str) -> list[str]:
+    """Lower-case word tokens without English stop words, with plurals folded ("fractions" ->
+    "fraction") so short lessons still meet problem wording. Shared by both rankers."""
+    out = []
+    for tok in _TOKEN.findall(text.lower()):
+        if tok in ENGLISH_STOP_WORDS:
+            continue
+        if len(tok) > 4 and tok.endswith("ies"):
+            tok = tok[:-3] + "y"
+        elif len(tok) > 3 and tok.endswith("s") and not tok.endswith(("ss", "us", "is")):
+            tok = tok[:-1]
+        out.append(tok)
+    return out
+
+
+def entry_text(entry: MemoryEntry) -> str:
+    """What an entry is matched on: its lesson plus its subcategory label."""
+    return f"{entry.enforce} {entry.avoid} {entry.subcategory}"
+
+
+class _TfidfIndex:
+    """scikit-learn TF-IDF (sublinear tf, l2 rows) fitted on the bank; cosine = dot product.
+    The query vector is built by hand from the fitted vocabulary/idf, which is exactly what
+    ``vectorizer.transform`` computes but ~50x faster for one short text."""
+
+    def __init__(self, docs: list[str]) -> None:
+        self.vectorizer = TfidfVectorizer(analyzer=analyze, sublinear_tf=True, norm="l2")
+        self.matrix = sparse.csr_matrix(self.vectorizer.fit_transform(docs), dtype=np.float64)
+        self.vocab: dict[str, int] = self.vectorizer.vocabulary_
+        self.idf = self.vectorizer.idf_.astype(np.float64)
+
+    def query(self, text: str) -> tuple[np.ndarray, np.ndarray]:
+        counts = Counter(t for t in analyze(text) if t in self.vocab)
+        if not counts:
+            return np.empty(0, dtype=np.int64), np.empty(0)
+        ids = np.fromiter((self.vocab[t] for t in counts), dtype=np.int64, count=len(counts))
+        tf = np.fromiter(counts.values(), dtype=np.float64, count=len(counts))
+        weights = (1.0 + np.log(tf)) * self.idf[ids]
+        return ids, weights / np.linalg.norm(weights)
+
+
+class _BM25Index:
+    """Okapi BM25 (k1=1.2, b=0.75, Lucene's non-negative idf) as a precomputed term-weight
+    matrix. The score is divided by the query's best possible score (sum of idf*(k1+1) over
+    its distinct in-vocabulary terms), so it lies in [0, 1] and ``min_score`` means the same
+    for both rankers."""
+
+    def __init__(self, docs: list[str], k1: float = 1.2, b: float = 0.75) -> None:
+        tokenized = [analyze(d) for d in docs]
+        self.vocab = {t: i for i, t in enumerate(sorted({t for toks in tokenized for t in toks}))}
+        rows, cols, tfs = [], [], []
+        for r, toks in enumerate(tokenized):
+            for term, tf in sorted(Counter(toks).items()):
+                rows.append(r)
+                cols.append(self.vocab[term])
+                tfs.append(tf)
+        n_docs, n_terms = len(docs), len(self.vocab)
+        tf_arr = np.asarray(tfs, dtype=np.float64)
+        col_arr = np.asarray(cols, dtype=np.int64)
+        df = np.bincount(col_arr, minlength=n_terms).astype(np.float64)
+        self.idf = np.log1p((n_docs - df + 0.5) / (df + 0.5))
+        lengths = np.asarray([len(t) for t in tokenized], dtype=np.float64)
+        norm = k1 * (1.0 - b + b * lengths / max(lengths.mean() if n_docs else 1.0, 1e-9))
+        row_arr = np.asarray(rows, dtype=np.int64)
+        data = self.idf[col_arr] * tf_arr * (k1 + 1.0) / (tf_arr + norm[row_arr])
+        self.matrix = sparse.csr_matrix((data, (row_arr, col_arr)), shape=(n_docs, n_terms))
+        self.k1 = k1
+
+    def query(self, text: str) -> tuple[np.ndarray, np.ndarray]:
+        terms = sorted({t for t in analyze(text) if t in self.vocab})
+        if not terms:
+            return np.empty(0, dtype=np.int64), np.empty(0)
+        ids = np.fromiter((self.vocab[t] for t in terms), dtype=np.int64, count=len(terms))
+        best = float(self.idf[ids].sum() * (self.k1 + 1.0))
+        return ids, np.full(len(ids), 1.0 / best) if best > 0 else np.zeros(len(ids))
+
+
+def _build_index(ranker: str, docs: list[str]) -> _TfidfIndex | _BM25Index | None:
+    """The ranker's index over all entries, or None when the entries contain no indexable word."""
+    try:
+        index = _TfidfIndex(docs) if ranker == "tfidf" else _BM25Index(docs)
+    except ValueError:  # scikit-learn: "empty vocabulary"
+        return None
+    return index if index.vocab else None
+
+
+class _Candidates:
+    """One candidate set (entries of one category that involve the target model) with its
+    postings in CSC form: column t lists the candidates containing term t."""
+
+    def __init__(self, rows: np.ndarray, matrix: sparse.csr_matrix, subcategory_codes: np.ndarray) -> None:
+        self.rows = rows
+        sub = matrix[rows].tocsc()
+        sub.sort_indices()
+        self.indptr, self.indices, self.data = sub.indptr, sub.indices, sub.data
+        self.subcategory_codes = subcategory_codes[rows]
+
+    def scores(self, term_ids: np.ndarray, term_weights: np.ndarray) -> np.ndarray:
+        n = len(self.rows)
+        if len(term_ids) == 0:
+            return np.zeros(n)
+        starts, ends = self.indptr[term_ids], self.indptr[term_ids + 1]
+        lengths = ends - starts
+        total = int(lengths.sum())
+        if total == 0:
+            return np.zeros(n)
+        # Flat positions of every posting of every query term, without a Python loop.
+        offsets = np.repeat(starts - np.cumsum(lengths) + lengths, lengths) + np.arange(total)
+        weights = self.data[offsets] * np.repeat(term_weights, lengths)
+        return np.bincount(self.indices[offsets], weights=weights, minlength=n)
+
+
+class Retriever:
+    """Retrieval over one bank for one target model identity (fixed at construction)."""
+
+    def __init__(self, bank: MemoryBank, config: RetrievalConfig, target_identity: str) -> None:
+        self.bank, self.config, self.target_identity = bank, config, target_identity
+        entries = bank.entries
+        self._entries = entries
+        self._index = _build_index(config.ranker, [entry_text(e) for e in entries])
+        # Rank of each entry's id in sorted order: integer tie-breaks instead of string compares.
+        order = sorted(range(len(entries)), key=lambda i: entries[i].id)
+        self._id_rank = np.empty(len(entries), dtype=np.int64)
+        self._id_rank[order] = np.arange(len(entries))
+        # The subcategory bonus is keyed on (category, subcategory): "percentages" under Algebra
+        # is not the task's subcategory when the task is Prealgebra. GENERAL never earns it.
+        keys = sorted({_subcat_key(e.category, e.subcategory) for e in entries} - {None})
+        self._subcat_code = {k: i for i, k in enumerate(keys)}
+        codes = np.asarray([self._subcat_code.get(_subcat_key(e.category, e.subcategory), -1) for e in entries],
+                           dtype=np.int64)
+
+        # Candidate sets: None = no category filter (use_categories off, or no category given).
+        by_category: dict[str | None, list[int]] = {None: []}
+        for i, e in enumerate(entries):
+            if not config.model_filter or target_identity in (e.preferred_model, e.unpreferred_model):
+                by_category[None].append(i)
+                if config.use_categories:
+                    by_category.setdefault(_norm(e.category), []).append(i)
+        self._groups: dict[str | None, _Candidates] = {}
+        if self._index is not None:
+            for key, rows in by_category.items():
+                if rows:
+                    self._groups[key] = _Candidates(np.asarray(rows, dtype=np.int64), self._index.matrix, codes)
+
+    def candidate_count(self, category: Category | None) -> int:
+        """How many entries pass the category/model filters (0 means retrieve() abstains)."""
+        group = self._groups.get(self._group_key(category))
+        return 0 if group is None else len(group.rows)
+
+    def _group_key(self, category: Category | None) -> str | None:
+        return _norm(category.category) if (self.config.use_categories and category is not None) else None
+
+    def retrieve(self, text: str, *, category: Category | None) -> list[Retrieved]:
+        """Top-k entries for ``text``, best first; ties broken by entry id. ``[]`` when no entry
+        passes the filters or none scores at least ``min_score``."""
+        group = self._groups.get(self._group_key(category))
+        if group is None or self.config.top_k == 0:
+            return []
+        term_ids, term_weights = self._index.query(text)
+        scores = group.scores(term_ids, term_weights)
+        if category is not None and self.config.subcategory_bonus:
+            code = self._subcat_code.get(_subcat_key(category.category, category.subcategory))
+            if code is not None:
+                scores = scores + self.config.subcategory_bonus * (group.subcategory_codes == code)
+        # Round away float noise so equal scores tie exactly and fall back to id order.
+        scores = np.round(scores, 9)
+        keep = np.flatnonzero(scores >= self.config.min_score)
+        if len(keep) == 0:
+            return []
+        if len(keep) > 4 * self.config.top_k:  # cut to the k best scores (and their ties) first
+            kth = np.partition(scores[keep], len(keep) - self.config.top_k)[len(keep) - self.config.top_k]
+            keep = keep[scores[keep] >= kth]
+        rows = group.rows[keep]
+        picked = np.lexsort((self._id_rank[rows], -scores[keep]))[: self.config.top_k]
+        return [Retrieved(self._entries[rows[j]], float(scores[keep[j]])) for j in picked]
+
+
+def _norm(category: str) -> str:
+    """Category labels compare case- and space-insensitively ("algebra" == "Algebra ")."""
+    return " ".join(category.split()).casefold()
+
+
+def _subcat_key(category: str, subcategory: str) -> tuple[str, str] | None:
+    return None if subcategory in ("", GENERAL) else (_norm(category), subcategory)
+
+
+def render_memory(items: Sequence[Retrieved]) -> str:
+    """The block prepended to a prompt: ``""`` when nothing was retrieved, else a header line
+    and one ``- enforce ...; avoid ...`` line per entry, best first (no trailing newline)."""
+    if not items:
+        return ""
+    return "\n".join([MEMORY_HEADER, *(f"- {item.entry.render()}" for item in items)])
+
+
+__all__ = ["MEMORY_HEADER", "RANKERS", "RetrievalConfig", "Retrieved", "Retriever", "analyze", "entry_text",
+           "render_memory"]
