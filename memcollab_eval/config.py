@@ -1,0 +1,82 @@
+"""Structured-config schemas for the Hydra entry points.
+
+Registered in Hydra's ConfigStore as the root schema, so a typo in a key or a wrong type
+fails at composition time with the key named, before any model is loaded.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+BENCHMARK_NAMES = ("math500", "gsm8k", "mbpp", "humaneval")
+DEFAULT_TARGET = "qwen25_coder_05b"
+DEFAULT_BANK = "demo"
+
+
+@dataclass
+class TargetConf:
+    """An lm-eval model (any registered name) plus the identity used by model-aware retrieval."""
+
+    identity: str = MISSING
+    model: str = MISSING
+    model_args: dict[str, Any] = field(default_factory=dict)
+    apply_chat_template: bool = True
+    batch_size: int = 1
+    requires: list[str] = field(default_factory=list)  # importable modules the backend needs
+    install_hint: str = ""
+    description: str = ""
+
+
+@dataclass
+class BankConf:
+    """A memory bank directory (entries.jsonl + manifest.json); path null means no memory."""
+
+    name: str = MISSING
+    path: Optional[str] = None
+    sources: list[str] = field(default_factory=list)
+    summarizer: str = ""
+    build_command: str = ""
+    description: str = ""
+
+
+@dataclass
+class RetrievalConf:
+    top_k: int = 3
+    use_categories: bool = True
+    model_filter: bool = True
+    min_score: float = 0.05
+    ranker: str = "tfidf"
+
+
+@dataclass
+class SandboxConf:
+    timeout: float = 10.0
+    memory_mb: int = 1024
+    workers: int = 2
+    allow_weak_isolation: bool = False
+
+
+@dataclass
+class EvalConf:
+    """The evaluate command: target x bank on a list of benchmarks, with and without memory."""
+
+    target: TargetConf = MISSING
+    bank: BankConf = MISSING
+    retrieval: RetrievalConf = field(default_factory=RetrievalConf)
+    sandbox: SandboxConf = field(default_factory=SandboxConf)
+    benchmarks: list[str] = field(default_factory=lambda: list(BENCHMARK_NAMES))
+    limit: Optional[int] = 5
+    data_dir: Optional[str] = None
+    seed: int = 1234
+    max_gen_toks: Optional[int] = None
+    use_cache: bool = False
+    log_samples: bool = True
+    output_dir: str = "outputs"
+
+
+def register_configs() -> None:
+    ConfigStore.instance().store(name="eval_schema", node=EvalConf)

@@ -1,0 +1,181 @@
+"""The evaluate job: one target, one bank, several benchmarks, with and without memory.
+
+Builds the model through lm-eval's registry, the task twins, runs ``simple_evaluate``
+once for all of them, saves lm-eval's own results and samples files (EvaluationTracker,
+as lm-eval's CLI does) and a summary of accuracy with vs without memory.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from memcollab_eval.config import BENCHMARK_NAMES, EvalConf
+
+
+class UsageError(Exception):
+    """A configuration the job cannot run with; reported without a traceback, exit code 2."""
+
+
+@dataclass(frozen=True)
+class BenchmarkRow:
+    benchmark: str
+    n: int
+    acc_nomemory: float
+    acc_memory: float | None
+    abstain_rate: float | None
+    no_answer_nomemory: float
+    no_answer_memory: float | None
+
+    @property
+    def delta(self) -> float | None:
+        return None if self.acc_memory is None else self.acc_memory - self.acc_nomemory
+
+
+def preflight(cfg: EvalConf) -> None:
+    """Fail fast, naming everything that is missing, before any model or dataset is loaded."""
+    problems = []
+    unknown = [b for b in cfg.benchmarks if b not in BENCHMARK_NAMES]
+    if unknown:
+        problems.append(f"unknown benchmark(s) {unknown}; valid: {list(BENCHMARK_NAMES)}")
+    missing = [m for m in cfg.target.requires if importlib.util.find_spec(m) is None]
+    if missing:
+        problems.append(
+            f"target {cfg.target.identity!r} needs the Python module(s) {missing} (backend {cfg.target.model!r}), "
+            f"which are not installed here. Install: {cfg.target.install_hint or 'see README'}"
+        )
+    elif cfg.target.model == "vllm" and not _gpu_visible():
+        problems.append(f"target {cfg.target.identity!r} runs on vLLM, which needs a CUDA GPU; none is visible here")
+    if cfg.bank.path is not None and not Path(cfg.bank.path).is_dir():
+        hint = f" Build it with: {cfg.bank.build_command}" if cfg.bank.build_command else ""
+        problems.append(f"bank {cfg.bank.name!r} not found at {cfg.bank.path}.{hint}")
+    if problems:
+        raise UsageError("\n  - ".join(["cannot run:", *problems]))
+
+
+def _gpu_visible() -> bool:
+    try:
+        import torch
+    except ImportError:
+        return False
+    return bool(torch.cuda.is_available())
+
+
+def build_model(cfg: EvalConf):
+    """Instantiate the target through lm-eval's model registry (so any backend works)."""
+    import lm_eval.models  # noqa: F401
+    from lm_eval.api.registry import get_model
+
+    import memcollab_eval.llm.scripted  # noqa: F401  (registers memcollab_scripted)
+
+    if cfg.target.model == "llama_cpp":
+        import memcollab_eval.models.llamacpp_lm  # noqa: F401  (registers llama_cpp)
+    model_args = dict(cfg.target.model_args)
+    lm = get_model(cfg.target.model).create_from_arg_obj(model_args, {"batch_size": cfg.target.batch_size})
+    if cfg.use_cache:
+        from lm_eval.api.model import CachingLM
+
+        cache = Path(cfg.output_dir) / "cache" / f"{cfg.target.identity}.db"  # lm-eval's key has no model identity
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        lm = CachingLM(lm, str(cache))
+    return lm
+
+
+def build_tasks(cfg: EvalConf) -> list[dict[str, Any]]:
+    from memcollab_eval.bank import load_bank
+    from memcollab_eval.lmeval_tasks import MemorySetup, task_config
+    from memcollab_eval.retrieve import RetrievalConfig
+
+    setup = None
+    if cfg.bank.path is not None:
+        bank = load_bank(cfg.bank.path, build_hint=cfg.bank.build_command)
+        r = cfg.retrieval
+        retrieval = RetrievalConfig(top_k=r.top_k, use_categories=r.use_categories, model_filter=r.model_filter,
+                                    min_score=r.min_score, ranker=r.ranker)
+        setup = MemorySetup(bank, retrieval, cfg.target.identity)
+    from memcollab_eval.verify import SandboxConfig
+
+    sb = cfg.sandbox
+    sandbox = SandboxConfig(timeout=sb.timeout, memory_mb=sb.memory_mb, workers=sb.workers,
+                            allow_weak_isolation=sb.allow_weak_isolation)
+    tasks = []
+    for benchmark in cfg.benchmarks:
+        for twin_setup in ([None, setup] if setup is not None else [None]):
+            tasks.append(task_config(benchmark, data_dir=cfg.data_dir, setup=twin_setup,
+                                     max_gen_toks=cfg.max_gen_toks, sandbox=sandbox))
+    return tasks
+
+
+def evaluate(cfg: EvalConf, run_dir: Path) -> list[BenchmarkRow]:
+    """Run the whole job and write results under ``run_dir``; returns the summary rows."""
+    from lm_eval import simple_evaluate
+    from lm_eval.loggers import EvaluationTracker
+
+    preflight(cfg)
+    lm = build_model(cfg)
+    tasks = build_tasks(cfg)
+    tracker = EvaluationTracker(output_path=str(run_dir))
+    results = simple_evaluate(
+        model=lm, tasks=tasks, limit=cfg.limit, log_samples=cfg.log_samples, evaluation_tracker=tracker,
+        apply_chat_template=cfg.target.apply_chat_template, random_seed=cfg.seed, numpy_random_seed=cfg.seed,
+        torch_random_seed=cfg.seed, fewshot_random_seed=cfg.seed, bootstrap_iters=0,
+        metadata={"memcollab": {"target": cfg.target.identity, "bank": cfg.bank.name}},
+    )
+    samples = results.pop("samples", None)
+    tracker.save_results_aggregated(results=results, samples=samples)
+    if samples is not None:
+        for name in results["configs"]:
+            tracker.save_results_samples(task_name=name, samples=samples[name])
+    rows = summarize(results, cfg.benchmarks)
+    usage = getattr(getattr(lm, "lm", lm), "usage", None)
+    write_summary(run_dir, cfg, rows, usage)
+    return rows
+
+
+def summarize(results: dict, benchmarks: list[str]) -> list[BenchmarkRow]:
+    rows = []
+    for benchmark in benchmarks:
+        plain = results["results"].get(f"{benchmark}_nomemory", {})
+        mem = results["results"].get(f"{benchmark}_memcollab")
+        n = results.get("n-samples", {}).get(f"{benchmark}_nomemory", {}).get("effective", 0)
+        rows.append(BenchmarkRow(
+            benchmark=benchmark, n=n, acc_nomemory=plain.get("acc,none", float("nan")),
+            acc_memory=None if mem is None else mem.get("acc,none"),
+            abstain_rate=None if mem is None else 1.0 - mem.get("memory_injected,none", 0.0),
+            no_answer_nomemory=plain.get("no_answer,none", float("nan")),
+            no_answer_memory=None if mem is None else mem.get("no_answer,none"),
+        ))
+    return rows
+
+
+def format_table(rows: list[BenchmarkRow]) -> str:
+    def pct(x: float | None) -> str:
+        return "-" if x is None else f"{100 * x:.1f}"
+
+    lines = ["| benchmark | n | acc no memory | acc with memory | delta | retrieval abstained | no answer (no mem / mem) |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for r in rows:
+        delta = "-" if r.delta is None else f"{100 * r.delta:+.1f}"
+        lines.append(f"| {r.benchmark} | {r.n} | {pct(r.acc_nomemory)} | {pct(r.acc_memory)} | {delta} | "
+                     f"{pct(r.abstain_rate)} | {pct(r.no_answer_nomemory)} / {pct(r.no_answer_memory)} |")
+    return "\n".join(lines)
+
+
+def write_summary(run_dir: Path, cfg: EvalConf, rows: list[BenchmarkRow], usage: list[dict] | None) -> None:
+    truncation = None
+    if usage:
+        truncation = sum(bool(u.get("truncated")) for u in usage) / len(usage)
+    summary = {
+        "target": cfg.target.identity, "bank": cfg.bank.name, "limit": cfg.limit,
+        "rows": [{**r.__dict__, "delta": r.delta} for r in rows],
+        "generation_requests": len(usage) if usage else None, "truncation_rate": truncation,
+    }
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    text = format_table(rows)
+    if truncation is not None:
+        text += f"\n\ngenerations stopped by the token limit: {100 * truncation:.1f}% of {len(usage)}"
+    (run_dir / "summary.md").write_text(text + "\n")

@@ -1,0 +1,69 @@
+"""End-to-end evaluate job through lm-eval with the scripted test double (no weights)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from conftest import data_dir
+from test_config import compose_eval
+
+ANSWER = "Let me think.\nThe answer is $\\boxed{18}$.\n```python\ndef f():\n    return 1\n```"
+
+
+@pytest.fixture(scope="module")
+def scripted_run(tmp_path_factory):
+    from memcollab_eval.run_eval import evaluate
+
+    if not (data_dir() / "gsm8k" / "test.jsonl").exists():
+        pytest.skip(f"offline data not found under {data_dir()}")
+    out = tmp_path_factory.mktemp("run")
+    # the demo bank's entries involve the embedded Qwen models: take one's identity
+    cfg = compose_eval(["+target=scripted", "target.identity=qwen25_coder_05b",
+                        f"data_dir={data_dir()}", "limit=3", f"output_dir={out}"])
+    cfg.target.model_args["default"] = ANSWER
+    rows = evaluate(cfg, out)
+    return out, rows
+
+
+def load_samples(run_dir: Path, task: str) -> list[dict]:
+    files = list(run_dir.rglob(f"samples_{task}_*.jsonl"))
+    assert len(files) == 1, files
+    return [json.loads(line) for line in files[0].read_text().splitlines()]
+
+
+def test_results_files_and_summary(scripted_run):
+    run_dir, rows = scripted_run
+    assert list(run_dir.rglob("results_*.json"))
+    assert [r.benchmark for r in rows] == ["math500", "gsm8k", "mbpp", "humaneval"]
+    assert all(r.n == 3 for r in rows)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["target"] == "qwen25_coder_05b" and summary["bank"] == "demo"
+
+
+def test_memory_reaches_the_prompt_only_in_the_memory_variant(scripted_run):
+    run_dir, _ = scripted_run
+    injected = 0
+    for bench in ("math500", "gsm8k", "mbpp", "humaneval"):
+        for plain, mem in zip(load_samples(run_dir, f"{bench}_nomemory"), load_samples(run_dir, f"{bench}_memcollab")):
+            plain_prompt = plain["arguments"]["gen_args_0"]["arg_0"]
+            mem_prompt = mem["arguments"]["gen_args_0"]["arg_0"]
+            assert "enforce" not in plain_prompt
+            assert mem["doc"]["memcollab_prompt"] in mem_prompt and plain["doc"]["memcollab_prompt"] in plain_prompt
+            retrieved = json.loads(mem["doc"]["memcollab_retrieved"])
+            if retrieved:
+                injected += 1
+                assert mem_prompt.replace(mem["doc"]["memcollab_memory"], "", 1) == plain_prompt
+                assert all("enforce" in line for line in mem["doc"]["memcollab_memory"].splitlines()[1:] if line)
+    assert injected > 0, "no memory was injected anywhere"
+
+
+def test_verifiers_scored_every_sample(scripted_run):
+    run_dir, _ = scripted_run
+    gsm = load_samples(run_dir, "gsm8k_nomemory")
+    assert all(s["doc"]["memcollab_verdict"]["extracted"] == "18" for s in gsm)
+    assert [s["acc"] for s in gsm] == [1.0 if s["doc"]["answer"].split("####")[-1].strip() == "18" else 0.0 for s in gsm]
+    code = load_samples(run_dir, "humaneval_nomemory")
+    assert all(s["doc"]["memcollab_verdict"]["status"] == "fail" for s in code)
