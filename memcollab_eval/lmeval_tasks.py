@@ -53,6 +53,7 @@ class ProcessDocs:
         self.spec = spec
         self.setup = setup
         self._retriever: Retriever | None = None
+        self._done: dict[str, Any] = {}  # lm-eval asks for the docs several times per run
 
     def retriever(self) -> Retriever | None:
         if self.setup is not None and self._retriever is None:
@@ -80,8 +81,13 @@ class ProcessDocs:
     def __call__(self, dataset):
         import datasets
 
-        rows = [{**doc, **self.fields(doc)} for doc in dataset]
-        return datasets.Dataset.from_list(rows)
+        key = getattr(dataset, "_fingerprint", None)
+        if key is not None and key in self._done:
+            return self._done[key]
+        processed = datasets.Dataset.from_list([{**doc, **self.fields(doc)} for doc in dataset])
+        if key is not None:
+            self._done[key] = processed
+        return processed
 
 
 class ProcessResults:

@@ -1,0 +1,64 @@
+"""Wall time the memory hook adds to a whole benchmark: the memory variant vs its no-memory
+twin over all 1,319 GSM8K test problems, through lm-eval, with the scripted test double as
+the model (so the model costs nothing and the hook's share is what is left).
+
+Prints both times and the added fraction (target <= 5%).
+Run: python benchmarks/bench_memory_hook.py [--bank DIR] [--benchmark gsm8k] [--repeat 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
+from lm_eval import simple_evaluate  # noqa: E402
+
+from memcollab_eval.bank import load_bank  # noqa: E402
+from memcollab_eval.lmeval_tasks import MemorySetup, task_config  # noqa: E402
+from memcollab_eval.llm.scripted import ScriptedLM  # noqa: E402
+from memcollab_eval.retrieve import RetrievalConfig  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def timed_run(benchmark: str, data_dir: str, setup: MemorySetup | None) -> tuple[float, int]:
+    lm = ScriptedLM(default="Adding it up, the answer is $\\boxed{42}$.")
+    task = task_config(benchmark, data_dir=data_dir, setup=setup)
+    start = time.perf_counter()
+    results = simple_evaluate(model=lm, tasks=[task], apply_chat_template=True, bootstrap_iters=0,
+                              log_samples=True, verbosity="ERROR")
+    elapsed = time.perf_counter() - start
+    return elapsed, int(results["n-samples"][task["task"]]["effective"])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--bank", default=str(REPO / "memcollab_eval" / "banks" / "demo_handmade"))
+    parser.add_argument("--benchmark", default="gsm8k")
+    parser.add_argument("--identity", default="qwen25_coder_05b")
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--data-dir", default=os.environ.get("MEMCOLLAB_DATA_DIR", str(REPO.parent / "shared" / "data")))
+    args = parser.parse_args()
+    logging.getLogger("lm-eval").setLevel(logging.ERROR)
+    setup = MemorySetup(load_bank(args.bank), RetrievalConfig(), args.identity)
+    plain, mem = [], []
+    for _ in range(args.repeat):  # interleave, so drift in machine load hits both sides alike
+        t, n = timed_run(args.benchmark, args.data_dir, None)
+        plain.append(t)
+        t, n = timed_run(args.benchmark, args.data_dir, setup)
+        mem.append(t)
+    a, b = min(plain), min(mem)
+    print(f"{args.benchmark}: {n} problems, scripted test double as the model, best of {args.repeat}")
+    print(f"no-memory twin:  {a:7.2f} s")
+    print(f"memory variant:  {b:7.2f} s  (bank {Path(args.bank).name}, {len(setup.bank.entries)} entries)")
+    print(f"added wall time: {100 * (b - a) / a:+.1f}%  (target <= 5%)")
+
+
+if __name__ == "__main__":
+    main()
