@@ -1,0 +1,591 @@
+"""An lm-eval model (``llama_cpp``) that runs a GGUF model in-process with llama-cpp-python.
+
+Why in-process: on a 2-core CPU machine without network a server adds start-up, ports and a
+second process for nothing; llama-cpp-python loads the small embedded models (see
+:mod:`memcollab_eval.models.embedded`) in a fraction of a second and generates at tens to
+hundreds of tokens per second.
+
+What it adds over "just call llama.cpp":
+
+* lm-eval's interface: ``generate_until`` honouring ``until`` / ``max_gen_toks`` /
+  ``do_sample`` / ``temperature`` (greedy by default), ``apply_chat_template`` rendered with
+  the GGUF's own Jinja chat template, ``tokenizer_name`` for the request cache, and
+  ``loglikelihood`` / ``loglikelihood_rolling`` when loaded with ``logits_all=True``.
+* usage accounting: for every generation request, in request order, the prompt and completion
+  token counts and whether generation hit the token limit (``truncated``), so the evaluation can
+  report a truncation rate. Read ``lm.usage`` (list of dicts) or ``lm.usage_summary()``.
+
+Usage::
+
+    import lm_eval, memcollab_eval.models  # importing the package registers "llama_cpp"
+    lm_eval.simple_evaluate(model="llama_cpp", model_args="model=smollm2_135m,n_ctx=4096",
+                            tasks=[...], apply_chat_template=True)
+
+    # to read the usage afterwards, build the model yourself and pass the instance:
+    lm = lm_eval.api.registry.get_model("llama_cpp").create_from_arg_string("model=qwen25_coder_05b")
+    results = lm_eval.simple_evaluate(model=lm, tasks=[...], apply_chat_template=True)
+    lm.usage_summary().truncation_rate, lm.usage[0]["completion_tokens"]
+
+model_args: ``model`` (embedded name or .gguf path; ``pretrained`` is an alias), ``n_ctx``
+(4096), ``n_threads`` (usable CPUs), ``n_threads_batch`` (= n_threads), ``n_batch`` (512),
+``seed`` (1234), ``max_gen_toks`` (1024, at most n_ctx/2 when not given), ``chat_template``
+(name of a template stored in the GGUF, or a path to a Jinja file; default: the GGUF's own),
+``logits_all`` (False), ``verbose`` (False), ``progress`` (True).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import lm_eval.models  # noqa: F401  (must precede register_model, or lm-eval's built-ins vanish)
+import numpy as np
+from lm_eval.api.model import TemplateLM
+from lm_eval.api.registry import register_model
+from lm_eval.models.utils import handle_stop_sequences, normalize_gen_kwargs, postprocess_generated_text
+from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
+from tqdm import tqdm
+
+from memcollab_eval.models.embedded import EMBEDDED_MODELS, resolve_model
+
+if TYPE_CHECKING:
+    from lm_eval.api.instance import Instance
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MAX_GEN_TOKS = 1024
+INSTALL_HINT = "pip install 'llama-cpp-python>=0.3' (the 'cpu' extra of memcollab-eval)"
+
+# gen_kwargs that map onto llama.cpp sampler arguments (lm-eval / HF name -> llama_cpp name).
+_SAMPLER_KWARGS = {
+    "top_p": "top_p",
+    "top_k": "top_k",
+    "min_p": "min_p",
+    "typical_p": "typical_p",
+    "repeat_penalty": "repeat_penalty",
+    "repetition_penalty": "repeat_penalty",
+    "frequency_penalty": "frequency_penalty",
+    "presence_penalty": "presence_penalty",
+}
+# Plain temperature sampling unless a task asks otherwise (as vLLM and HF's bare defaults do);
+# llama-cpp-python's own defaults (top_k=40, top_p=0.95, min_p=0.05) would silently change it.
+_SAMPLER_DEFAULTS: dict[str, float | int] = {
+    "top_p": 1.0,
+    "top_k": 0,
+    "min_p": 0.0,
+    "typical_p": 1.0,
+    "repeat_penalty": 1.0,
+    "frequency_penalty": 0.0,
+    "presence_penalty": 0.0,
+}
+
+
+@dataclass(frozen=True)
+class GenerationUsage:
+    """Token accounting for one ``generate_until`` request.
+
+    ``truncated`` is True when generation stopped because it ran out of tokens (the request's
+    ``max_gen_toks`` or the context window), not because of a stop string or end-of-turn token:
+    such an answer is probably cut off. ``context_truncated`` is True when the prompt itself did
+    not fit into ``n_ctx`` and lost tokens from its start.
+    """
+
+    prompt_tokens: int
+    completion_tokens: int
+    truncated: bool
+    finish_reason: str
+    max_gen_toks: int
+    context_truncated: bool
+    seconds: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class UsageSummary:
+    """Totals over all recorded generation requests."""
+
+    requests: int
+    prompt_tokens: int
+    completion_tokens: int
+    truncated: int
+    truncation_rate: float
+    context_truncated: int
+    seconds: float
+    completion_tokens_per_second: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def summarize_usage(records: Sequence[GenerationUsage]) -> UsageSummary:
+    """Aggregate per-request usage; rates are 0.0 for an empty list rather than NaN."""
+    n = len(records)
+    completion = sum(r.completion_tokens for r in records)
+    seconds = sum(r.seconds for r in records)
+    truncated = sum(r.truncated for r in records)
+    return UsageSummary(
+        requests=n,
+        prompt_tokens=sum(r.prompt_tokens for r in records),
+        completion_tokens=completion,
+        truncated=truncated,
+        truncation_rate=truncated / n if n else 0.0,
+        context_truncated=sum(r.context_truncated for r in records),
+        seconds=seconds,
+        completion_tokens_per_second=completion / seconds if seconds > 0 else 0.0,
+    )
+
+
+def _usable_cpus() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def _import_llama_cpp() -> Any:
+    try:
+        import llama_cpp
+    except ImportError as exc:
+        raise ImportError(
+            f"the llama_cpp model needs llama-cpp-python, which is not importable ({exc}). {INSTALL_HINT}"
+        ) from exc
+    return llama_cpp
+
+
+def _continue_final_message(rendered: str, messages: Sequence[Mapping[str, Any]]) -> str:
+    """Cut the rendered chat right after the final message's content (HF ``continue_final_message``).
+
+    lm-eval calls ``apply_chat_template(..., add_generation_prompt=False)`` when the last message
+    is a partial assistant turn to be continued; the template would close that turn with an
+    end-of-turn marker, which must go so the model continues the text instead of starting anew.
+    """
+    final = str(messages[-1].get("content") or "")
+    for candidate in (final, final.strip()):
+        if candidate and candidate in rendered:
+            return rendered[: rendered.rindex(candidate) + len(candidate)]
+    return rendered
+
+
+def _merge_system_into_user(messages: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Fold system messages into the next user message, for templates that reject a system role.
+
+    Why not drop them (as lm-eval's HF backend does): the system message may carry the memory
+    bank or the task instruction, and losing it silently would change what is being measured.
+    """
+    merged: list[dict[str, Any]] = []
+    pending: list[str] = []
+    for message in messages:
+        if message.get("role") == "system":
+            pending.append(str(message.get("content") or ""))
+            continue
+        message = dict(message)
+        if pending and message.get("role") == "user":
+            message["content"] = "\n\n".join([*pending, str(message.get("content") or "")])
+            pending = []
+        merged.append(message)
+    if pending:
+        merged.insert(0, {"role": "user", "content": "\n\n".join(pending)})
+    return merged
+
+
+@register_model("llama_cpp")
+class LlamaCppLM(TemplateLM):
+    """lm-eval model backed by an in-process ``llama_cpp.Llama`` (CPU, one request at a time)."""
+
+    def __init__(
+        self,
+        model: str | None = None,
+        n_ctx: int = 4096,
+        n_threads: int | None = None,
+        n_threads_batch: int | None = None,
+        n_batch: int = 512,
+        seed: int = 1234,
+        max_gen_toks: int | None = None,
+        chat_template: str | None = None,
+        logits_all: bool = False,
+        verbose: bool = False,
+        pretrained: str | None = None,
+        batch_size: int | str | None = None,
+        max_batch_size: int | None = None,
+        device: str | None = None,
+        progress: bool = True,
+        **unknown: Any,
+    ) -> None:
+        super().__init__()
+        if unknown:
+            raise TypeError(
+                f"unknown model_args for llama_cpp: {', '.join(sorted(unknown))}. Known: model (or pretrained), n_ctx, "
+                "n_threads, n_threads_batch, n_batch, seed, max_gen_toks, chat_template, logits_all, verbose, progress"
+            )
+        model = model if model is not None else pretrained
+        if not model:
+            raise ValueError(
+                "llama_cpp needs model_args 'model': an embedded model name "
+                f"({', '.join(EMBEDDED_MODELS)}) or a path to a .gguf file"
+            )
+        if device not in (None, "cpu") and not str(device).startswith("cpu"):
+            logger.warning("llama_cpp runs on the CPU; ignoring device=%s", device)
+        del batch_size, max_batch_size  # requests run one at a time; accepted because lm-eval always passes them
+
+        self.n_ctx = int(n_ctx)
+        # Unset: 1024, but never more than half the window, so a small n_ctx alone stays valid.
+        self._max_gen_toks = int(max_gen_toks) if max_gen_toks else min(DEFAULT_MAX_GEN_TOKS, self.n_ctx // 2)
+        if not 0 < self._max_gen_toks < self.n_ctx:
+            raise ValueError(f"max_gen_toks ({self._max_gen_toks}) must be positive and below n_ctx ({self.n_ctx})")
+        self.seed = int(seed)
+        self.logits_all = bool(logits_all)
+        self.progress = bool(progress)
+        self.model_name = str(model)
+        self.model_path = resolve_model(self.model_name, progress=self.progress)
+
+        llama_cpp = _import_llama_cpp()
+        threads = int(n_threads) if n_threads else _usable_cpus()
+        self._llm = llama_cpp.Llama(
+            model_path=str(self.model_path),
+            n_ctx=self.n_ctx,
+            n_threads=threads,
+            n_threads_batch=int(n_threads_batch) if n_threads_batch else threads,
+            n_batch=int(n_batch),
+            seed=self.seed,
+            logits_all=self.logits_all,
+            verbose=bool(verbose),
+        )
+        self.n_threads = threads
+        self._bos = int(self._llm.token_bos())
+        self._eos = int(self._llm.token_eos())
+        self._add_bos = self._model_adds_bos()
+        self._eos_text = (
+            self._llm.detokenize([self._eos], special=True).decode("utf-8", "replace") if self._eos >= 0 else ""
+        )
+        self._template_text = self._select_chat_template(chat_template)
+        self._formatters: dict[bool, Any] = {}
+        self._records: list[GenerationUsage] = []
+        self._requests_seen = 0
+        self._warned: set[str] = set()
+
+    # ------------------------------------------------------------------ setup helpers
+
+    def _model_adds_bos(self) -> bool:
+        """Whether the GGUF asks for a BOS token in front of every prompt (e.g. Llama yes, Qwen no)."""
+        inner = getattr(self._llm, "_model", None)
+        if inner is not None and hasattr(inner, "add_bos_token"):
+            return bool(inner.add_bos_token())
+        return str(self._llm.metadata.get("tokenizer.ggml.add_bos_token", "false")).lower() == "true"
+
+    def _select_chat_template(self, chat_template: str | None) -> str | None:
+        """The Jinja chat template to render with: a path, a named GGUF template, or the GGUF default."""
+        metadata: Mapping[str, str] = self._llm.metadata
+        if chat_template in (None, "", True, False, "True", "true", "default"):
+            return metadata.get("tokenizer.chat_template")
+        name = str(chat_template)
+        if f"tokenizer.chat_template.{name}" in metadata:
+            return metadata[f"tokenizer.chat_template.{name}"]
+        path = Path(name).expanduser()
+        if path.is_file():
+            return path.read_text(encoding="utf-8")
+        stored = [
+            k.removeprefix("tokenizer.chat_template.") for k in metadata if k.startswith("tokenizer.chat_template.")
+        ]
+        raise ValueError(
+            f"chat_template={name!r} is neither a template stored in {self.model_path.name} "
+            f"({', '.join(stored) or 'it stores only the default one'}) nor a file"
+        )
+
+    def _warn_once(self, key: str, message: str, *args: Any) -> None:
+        if key not in self._warned:
+            self._warned.add(key)
+            logger.warning(message, *args)
+
+    # ------------------------------------------------------------------ lm-eval properties
+
+    @property
+    def eot_token_id(self) -> int:
+        return self._eos
+
+    @property
+    def prefix_token_id(self) -> int:
+        """Token that conditions an empty context: BOS when the model has one, else EOS (as HF)."""
+        return self._bos if self._bos >= 0 else self._eos
+
+    @property
+    def max_length(self) -> int:
+        return self.n_ctx
+
+    @property
+    def max_gen_toks(self) -> int:
+        return self._max_gen_toks
+
+    @property
+    def tokenizer_name(self) -> str:
+        """Fingerprint for lm-eval's request cache: the model file plus the chat template in use."""
+        digest = hashlib.sha256((self._template_text or "").encode()).hexdigest()[:10]
+        return f"llama_cpp__{self.model_path.stem}__tpl-{digest}"
+
+    @property
+    def llama(self) -> Any:
+        """The underlying ``llama_cpp.Llama`` (for callers that need metadata or raw access)."""
+        return self._llm
+
+    def get_model_info(self) -> dict[str, Any]:
+        """Extra keys lm-eval merges into ``results["config"]`` for reproducibility."""
+        known = EMBEDDED_MODELS.get(self.model_name)
+        return {
+            "model_name_or_path": self.model_name,
+            "model_path": str(self.model_path),
+            "model_sha256": known.sha256 if known else None,
+            "model_general_name": self._llm.metadata.get("general.name"),
+            "n_ctx": self.n_ctx,
+            "n_threads": self.n_threads,
+            "seed": self.seed,
+            "max_gen_toks": self._max_gen_toks,
+        }
+
+    # ------------------------------------------------------------------ tokenization
+
+    def tok_encode(self, string: str, add_special_tokens: bool | None = None, **kwargs: Any) -> list[int]:
+        """Tokenize like HF: special-token text (``<|im_start|>``) becomes special tokens.
+
+        BOS is added when the model wants it (``add_special_tokens=None``) unless the text already
+        starts with it (e.g. a chat template that writes ``{{ bos_token }}``), so it is never doubled.
+        """
+        tokens = list(self._llm.tokenize(string.encode("utf-8"), add_bos=False, special=True))
+        add_bos = self._add_bos if add_special_tokens is None else bool(add_special_tokens)
+        if add_bos and self._bos >= 0 and (not tokens or tokens[0] != self._bos):
+            tokens.insert(0, self._bos)
+        return tokens
+
+    def tok_decode(self, tokens: Sequence[int]) -> str:
+        return self._llm.detokenize(list(tokens)).decode("utf-8", errors="replace")
+
+    # ------------------------------------------------------------------ chat
+
+    def chat_template(self, chat_template: bool | str = False) -> str | None:
+        """The Jinja template ``apply_chat_template`` renders with (lm-eval logs it with the results)."""
+        if chat_template is False or chat_template is None:
+            return None
+        return self._template_text
+
+    def _formatter(self, add_generation_prompt: bool) -> Any:
+        if self._template_text is None:
+            raise ValueError(
+                f"{self.model_path.name} carries no chat template; pass chat_template=<path to a Jinja file> "
+                "in model_args, or evaluate without apply_chat_template"
+            )
+        if add_generation_prompt not in self._formatters:
+            from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+            bos_text = (
+                self._llm.detokenize([self._bos], special=True).decode("utf-8", "replace") if self._bos >= 0 else ""
+            )
+            self._formatters[add_generation_prompt] = Jinja2ChatFormatter(
+                template=self._template_text,
+                eos_token=self._eos_text,
+                bos_token=bos_text,
+                add_generation_prompt=add_generation_prompt,
+            )
+        return self._formatters[add_generation_prompt]
+
+    def apply_chat_template(self, chat_history: list[dict[str, str]], add_generation_prompt: bool = True) -> str:
+        """Render ``chat_history`` with the GGUF's chat template into one prompt string."""
+        import jinja2
+
+        formatter = self._formatter(bool(add_generation_prompt))
+        messages: list[dict[str, Any]] = [dict(m) for m in chat_history]
+        try:
+            rendered = formatter(messages=messages).prompt
+        except (jinja2.TemplateError, ValueError) as exc:
+            if not any(m.get("role") == "system" for m in messages):
+                raise
+            self._warn_once("system", "chat template rejected the system role (%s); folding it into the user turn", exc)
+            messages = _merge_system_into_user(messages)
+            rendered = formatter(messages=messages).prompt
+        if not add_generation_prompt and messages and messages[-1].get("role") == "assistant":
+            rendered = _continue_final_message(rendered, messages)
+        return rendered
+
+    # ------------------------------------------------------------------ generation
+
+    @property
+    def usage(self) -> list[dict[str, Any]]:
+        """Per-request usage dicts, in the order the requests were given to ``generate_until``.
+
+        Requests answered from lm-eval's response cache (``use_cache``) never reach this model and
+        are not listed.
+        """
+        return [r.to_dict() for r in self._records]
+
+    @property
+    def usage_records(self) -> tuple[GenerationUsage, ...]:
+        return tuple(self._records)
+
+    def usage_summary(self) -> UsageSummary:
+        return summarize_usage(self._records)
+
+    def reset_usage(self) -> None:
+        self._records.clear()
+
+    def _sampling_args(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+        """Map normalized lm-eval gen_kwargs onto ``create_completion`` sampler arguments."""
+        do_sample = bool(kwargs.pop("do_sample", False))
+        temperature = float(kwargs.pop("temperature", 1.0))
+        temperature = temperature if do_sample else 0.0  # llama.cpp decodes greedily at temperature 0
+        args: dict[str, Any] = {"temperature": temperature, **_SAMPLER_DEFAULTS}
+        seed = kwargs.pop("seed", None)
+        for key in list(kwargs):
+            if key in _SAMPLER_KWARGS:
+                args[_SAMPLER_KWARGS[key]] = type(_SAMPLER_DEFAULTS[_SAMPLER_KWARGS[key]])(kwargs.pop(key))
+        if kwargs:
+            self._warn_once(f"ignored:{sorted(kwargs)}", "llama_cpp ignores unsupported gen_kwargs: %s", sorted(kwargs))
+        # A distinct but reproducible seed per request, so repeated samples of one prompt differ.
+        args["seed"] = int(seed) if seed is not None else self.seed + self._requests_seen
+        return args
+
+    def _fit_prompt(self, tokens: list[int], max_gen_toks: int) -> tuple[list[int], bool]:
+        """Keep the whole prompt whenever it fits; only a prompt that fills the window is cut.
+
+        A long prompt first eats into the generation budget (llama.cpp stops at ``n_ctx`` and the
+        request is then reported ``truncated``), like vLLM; only when the prompt alone leaves no
+        room is it cut from the left to ``n_ctx - max_gen_toks`` tokens, like lm-eval's HF backend.
+        """
+        if len(tokens) < self.n_ctx:
+            return tokens, False
+        keep = self.n_ctx - max_gen_toks
+        self._warn_once(
+            "ctx",
+            "prompt of %d tokens does not fit n_ctx=%d; keeping its last %d tokens",
+            len(tokens),
+            self.n_ctx,
+            keep,
+        )
+        return tokens[-keep:], True
+
+    def _generate_one(self, context: str, gen_kwargs: Mapping[str, Any] | None) -> tuple[str, GenerationUsage]:
+        kwargs = dict(normalize_gen_kwargs(dict(gen_kwargs or {}), self._max_gen_toks))
+        until = handle_stop_sequences(kwargs.pop("until", None), eos=self._eos_text or None)
+        max_gen_toks = min(int(kwargs.pop("max_gen_toks")), self.n_ctx - 1)
+        kwargs.pop("max_length", None)
+        sampling = self._sampling_args(kwargs)
+        prompt, cut = self._fit_prompt(self.tok_encode(context), max_gen_toks)
+
+        started = time.perf_counter()
+        response = self._llm.create_completion(
+            prompt, max_tokens=max_gen_toks, stop=[s for s in until if s], **sampling
+        )
+        seconds = time.perf_counter() - started
+        choice = response["choices"][0]
+        text = postprocess_generated_text(choice["text"], stop=until, think_end_token=None)
+        usage = GenerationUsage(
+            prompt_tokens=int(response["usage"]["prompt_tokens"]),
+            completion_tokens=int(response["usage"]["completion_tokens"]),
+            truncated=choice.get("finish_reason") == "length",
+            finish_reason=str(choice.get("finish_reason")),
+            max_gen_toks=max_gen_toks,
+            context_truncated=cut,
+            seconds=seconds,
+        )
+        return text, usage
+
+    def generate_until(self, requests: list[Instance], disable_tqdm: bool = False) -> list[str]:
+        """Generate for each request in order; ``Instance.args`` is ``(context, gen_kwargs)``."""
+        results: list[str] = []
+        bar = tqdm(total=len(requests), desc="llama_cpp generate_until", disable=disable_tqdm or not self.progress)
+        try:
+            for request in requests:
+                context, gen_kwargs = request.args
+                text, usage = self._generate_one(context, gen_kwargs)
+                self._requests_seen += 1
+                self._records.append(usage)
+                results.append(text)
+                self.cache_hook.add_partial("generate_until", (context, gen_kwargs), text)
+                bar.update(1)
+                bar.set_postfix(tok_s=f"{usage.completion_tokens / max(usage.seconds, 1e-9):.1f}", refresh=False)
+        finally:
+            bar.close()
+        return results
+
+    # ------------------------------------------------------------------ scoring
+
+    def _require_logits(self) -> None:
+        if not self.logits_all:
+            gib = self.n_ctx * self._llm.n_vocab() * 4 / 2**30
+            raise NotImplementedError(
+                "this llama_cpp model was loaded without per-token logits, so it supports generation tasks "
+                "(output_type: generate_until) only. For loglikelihood / multiple-choice / perplexity tasks load it "
+                f"with logits_all=True in model_args (keeps n_ctx x vocab floats, about {gib:.1f} GiB here)."
+            )
+
+    def _logits_for(self, inputs: list[int]) -> np.ndarray:
+        """Logits row i predicts token i+1 of ``inputs``; reuses the KV cache of a shared prefix.
+
+        Why the prefix reuse: multiple-choice requests share their context, so only the choices
+        need evaluating. At least one token is always evaluated so the context's logits are fresh.
+        """
+        llm = self._llm
+        cached = llm.input_ids[: llm.n_tokens]
+        common = 0
+        for a, b in zip(cached, inputs, strict=False):
+            if a != b:
+                break
+            common += 1
+        common = min(common, len(inputs) - 1)
+        llm.n_tokens = common  # eval() drops the KV cache from here on before decoding the rest
+        llm._requires_eval = True
+        llm.eval(inputs[common:])
+        return llm.scores[: len(inputs)]
+
+    def _score(self, context_enc: list[int], continuation_enc: list[int]) -> tuple[float, bool]:
+        if not continuation_enc:
+            return 0.0, True
+        sequence = (list(context_enc) + list(continuation_enc))[-(self.n_ctx + 1) :]
+        n = min(len(continuation_enc), len(sequence) - 1)
+        rows = np.asarray(self._logits_for(sequence[:-1])[-n:], dtype=np.float64)
+        targets = np.asarray(sequence[-n:])
+        peak = rows.max(axis=1, keepdims=True)
+        log_norm = peak[:, 0] + np.log(np.exp(rows - peak).sum(axis=1))
+        logprob = float((rows[np.arange(n), targets] - log_norm).sum())
+        greedy = bool((rows.argmax(axis=1) == targets).all())
+        return logprob, greedy
+
+    def _loglikelihood_tokens(
+        self, requests: list[tuple[tuple[str, str], list[int], list[int]]], disable_tqdm: bool = False, **kwargs: Any
+    ) -> list[tuple[float, bool]]:
+        self._require_logits()
+        out: list[tuple[float, bool]] = []
+        for cache_key, context_enc, continuation_enc in tqdm(
+            requests, desc="llama_cpp loglikelihood", disable=disable_tqdm or not self.progress
+        ):
+            answer = self._score(context_enc, continuation_enc)
+            out.append(answer)
+            if cache_key is not None:
+                self.cache_hook.add_partial("loglikelihood", cache_key, answer)
+        return out
+
+    def loglikelihood_rolling(self, requests: list[Instance], disable_tqdm: bool = False) -> list[float]:
+        """Log-likelihood of whole strings, in disjoint windows of at most ``n_ctx`` tokens."""
+        self._require_logits()
+        out: list[float] = []
+        for request in tqdm(
+            requests, desc="llama_cpp loglikelihood_rolling", disable=disable_tqdm or not self.progress
+        ):
+            (string,) = request.args
+            windows = map(
+                make_disjoint_window,
+                get_rolling_token_windows(
+                    token_list=self.tok_encode(string, add_special_tokens=False),
+                    prefix_token=self.prefix_token_id,
+                    max_seq_len=self.max_length,
+                    context_len=1,
+                ),
+            )
+            total = sum(self._score(ctx, cont)[0] for ctx, cont in windows)
+            out.append(total)
+            self.cache_hook.add_partial("loglikelihood_rolling", (string,), total)
+        return out
