@@ -14,6 +14,7 @@ import importlib.resources
 import logging
 import re
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import hydra
@@ -91,16 +92,22 @@ def _evaluate_job(cfg: DictConfig) -> None:
     print(f"\nresults, samples and config: {run_dir}")
 
 
+def run_hydra(job: Callable[[], None], argv: list[str], started: Callable[[], bool]) -> None:
+    """Run a @hydra.main job with ``argv``; a failure before the job started exits 2."""
+    sys.argv = [sys.argv[0], *argv]
+    try:
+        job()
+    except SystemExit as exc:
+        if exc.code not in (0, None) and not started():
+            sys.exit(EXIT_USAGE)  # Hydra already printed why composition failed
+        raise
+
+
 def main(argv: list[str] | None = None) -> None:
     _register()
     try:
-        sys.argv = [sys.argv[0], *prepare_argv(list(sys.argv[1:] if argv is None else argv))]
+        args = prepare_argv(list(sys.argv[1:] if argv is None else argv))
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(EXIT_USAGE)
-    try:
-        _evaluate_job()
-    except SystemExit as exc:
-        if exc.code not in (0, None) and not _job_started:
-            sys.exit(EXIT_USAGE)  # Hydra already printed why composition failed
-        raise
+    run_hydra(_evaluate_job, args, lambda: _job_started)

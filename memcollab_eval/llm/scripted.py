@@ -9,6 +9,7 @@ cannot silently pass on an empty answer.
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import lm_eval.models  # noqa: F401  - register built-ins before adding ours
@@ -22,12 +23,17 @@ class ScriptExhaustedError(RuntimeError):
 
 @register_model("memcollab_scripted")
 class ScriptedLM(LM):
-    """Responses come from ``script`` (a JSON list or JSONL file of strings), in order,
-    or ``default`` for every request. ``prompts`` keeps every rendered prompt."""
+    """Responses come from ``rules`` (a JSON file of ``[substring, response]`` pairs: the
+    first pair whose substring occurs in the prompt answers), then ``script`` (a JSON list
+    or JSONL file of strings, consumed in order), then ``default``. ``prompts`` keeps every
+    rendered prompt."""
 
-    def __init__(self, script: str | None = None, default: str | None = None, **_: object) -> None:
+    def __init__(self, script: str | None = None, default: str | None = None, rules: str | None = None,
+                 delay: float = 0.0, **_: object) -> None:
         super().__init__()
+        self.delay = float(delay)  # seconds per response: lets tests interrupt a run midway
         self.responses: list[str] = _load_script(script) if script else []
+        self.rules: list[tuple[str, str]] = _load_rules(rules) if rules else []
         self.default = default
         self.prompts: list[str] = []
         self.usage: list[dict] = []
@@ -37,12 +43,17 @@ class ScriptedLM(LM):
         for request in requests:
             prompt = request.args[0]
             self.prompts.append(prompt)
-            if self.responses:
+            matched = next((response for key, response in self.rules if key in prompt), None)
+            if matched is not None:
+                text = matched
+            elif self.responses:
                 text = self.responses.pop(0)
             elif self.default is not None:
                 text = self.default
             else:
                 raise ScriptExhaustedError(f"scripted model has no response left for request {len(self.prompts)}")
+            if self.delay:
+                time.sleep(self.delay)
             self.usage.append({"prompt_chars": len(prompt), "completion_chars": len(text), "truncated": False})
             out.append(text)
         return out
@@ -74,3 +85,10 @@ def _load_script(path: str) -> list[str]:
     if not all(isinstance(i, str) for i in items):
         raise ValueError(f"{path}: the script must be a list of strings")
     return items
+
+
+def _load_rules(path: str) -> list[tuple[str, str]]:
+    items = json.loads(Path(path).read_text(encoding="utf-8"))
+    if not all(isinstance(i, list) and len(i) == 2 and all(isinstance(x, str) for x in i) for i in items):
+        raise ValueError(f"{path}: rules must be a JSON list of [substring, response] pairs")
+    return [(k, v) for k, v in items]

@@ -1,0 +1,79 @@
+"""Thin Hydra entry point for ``python -m memcollab_eval.build``.
+
+``+sources=[a,b]``, ``+pool=x`` and ``+method=y`` are accepted as well as the plain forms
+(they are in the defaults list, where Hydra wants no ``+``). Unknown models and option
+names are reported with the valid choices before anything runs (exit 2).
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from memcollab_eval.build.build_config import BuildConf, register_build_configs
+from memcollab_eval.cli import EXIT_USAGE, group_options, run_hydra
+from memcollab_eval.config import register_configs
+from memcollab_eval.generation import target_names
+
+_job_started = False
+
+
+def prepare_argv(argv: list[str]) -> list[str]:
+    out = []
+    for arg in argv:
+        m = re.fullmatch(r"\+{1,2}(sources|pool|method|summarizer)=(.*)", arg)
+        if m:
+            arg = f"{m.group(1)}={m.group(2)}"
+        key, _, value = arg.partition("=")
+        if key == "sources":
+            names = [n.strip() for n in value.strip("[]").split(",") if n.strip()]
+            _check(names, target_names(), "source model")
+        elif key == "summarizer":
+            _check([value], target_names(), "summarizer model")
+        elif key in ("pool", "method") and not any(c in value for c in "()*$"):
+            _check(value.split(","), group_options(key), key)
+        out.append(arg)
+    return out
+
+
+def _check(values: list[str], valid: list[str], what: str) -> None:
+    for v in values:
+        if v not in valid and not v.endswith((".yaml", ".yml")):
+            raise ValueError(f"unknown {what} {v!r}; valid choices: {', '.join(valid)}")
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="build")
+def _build_job(cfg: DictConfig) -> None:
+    global _job_started
+    conf: BuildConf = OmegaConf.to_object(cfg)  # type: ignore[assignment]
+    problems = conf.problems()
+    if problems:
+        print("error: cannot build:\n  - " + "\n  - ".join(problems), file=sys.stderr)
+        sys.exit(EXIT_USAGE)
+    _job_started = True
+    from memcollab_eval.build.pipeline import run_build
+    from memcollab_eval.build.pools import PoolError
+    from memcollab_eval.jsonl_store import StageFileError
+
+    try:
+        stats = run_build(conf)
+    except (PoolError, StageFileError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(1)
+    print(f"bank {conf.bank.name} written to {conf.out_dir()}: {stats['entries']} entries "
+          f"from {stats['pool_problems']} problems; rejected {stats['rejected']}; "
+          f"{stats['seconds_per_problem']} s and {stats['tokens_per_problem']} tokens per problem")
+
+
+def main(argv: list[str] | None = None) -> None:
+    register_configs()
+    register_build_configs()
+    try:
+        args = prepare_argv(list(sys.argv[1:] if argv is None else argv))
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(EXIT_USAGE)
+    run_hydra(_build_job, args, lambda: _job_started)

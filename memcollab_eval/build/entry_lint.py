@@ -1,0 +1,68 @@
+"""The abstraction gate: reject memory entries that are about one problem, not a kind of problem.
+
+A pilot on this machine (0.5B target, 1.5B summarizer) produced entries such as "When Josh
+buys a hat for $10, enforce $20 - $10 = $10; ..." -- 15 of 23 carried numbers from their
+problem, one code entry leaked a function name into later answers -- and with them the
+target got worse. So an entry is rejected when it copies a number, a proper name or a code
+identifier from its source problem or trajectories, restates the gold answer, or is too
+short/long to be a usable constraint. Each rejection has a reason the manifest counts.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+_NUMBER = re.compile(r"(?<![A-Za-z_])\d+(?:[.,]\d+)*")
+_WORD = re.compile(r"[A-Za-z][A-Za-z'\-]*")
+# identifiers with underscores or camelCase, calls, brackets, operators: code, not prose
+_CODE_SHAPED = re.compile(r"\b\w+_\w+\b|\b[a-z]+[A-Z]\w*\b|\w\(|\[\]|==|!=|->|\bdef\b|\blambda\b")
+MIN_CHARS, MAX_CHARS = 25, 320
+
+
+@dataclass(frozen=True)
+class LintResult:
+    ok: bool
+    reason: str = ""  # one of: number, proper_name, code_identifier, answer, too_short, too_long
+    detail: str = ""
+
+
+def _numbers(text: str) -> set[str]:
+    return {m.group(0).replace(",", "") for m in _NUMBER.finditer(text)}
+
+
+_SENTENCE_STARTERS = {
+    "The", "This", "That", "These", "Those", "There", "Then", "Than", "What", "Which", "Who", "Whom", "Whose",
+    "When", "Where", "Why", "How", "If", "In", "On", "At", "For", "From", "Find", "Given", "Let", "Suppose",
+    "Write", "Return", "Compute", "Calculate", "Determine", "Express", "Each", "Every", "All", "Some", "After",
+    "Before", "She", "He", "They", "Her", "His", "Their", "It", "Its", "One", "Two", "And", "But", "Also",
+}
+
+
+def _proper_names(source: str) -> set[str]:
+    """Capitalised words of the problem (names of people, places, objects), apart from the
+    words that are capitalised only because they start a sentence."""
+    return {w for w in _WORD.findall(source) if len(w) >= 3 and w[0].isupper() and not w.isupper()} - _SENTENCE_STARTERS
+
+
+def lint_entry(enforce: str, avoid: str, *, problem: str, trajectories: list[str], gold: str = "") -> LintResult:
+    """Decide whether an (enforce, avoid) pair is abstract enough to keep."""
+    text = f"enforce {enforce}; avoid {avoid}"
+    if len(enforce) + len(avoid) < MIN_CHARS:
+        return LintResult(False, "too_short", text)
+    if len(text) > MAX_CHARS:
+        return LintResult(False, "too_long", f"{len(text)} characters")
+    sources = "\n".join([problem, *trajectories])
+    copied = sorted(_numbers(text) & _numbers(sources))
+    if copied:
+        return LintResult(False, "number", f"copies {copied} from its source")
+    gold_clean = gold.strip().strip("$").strip()
+    if len(gold_clean) >= 2 and gold_clean.lower() in text.lower():
+        return LintResult(False, "answer", f"restates the answer {gold_clean!r}")
+    names = sorted(set(_WORD.findall(text)) & _proper_names(problem))
+    if names:
+        return LintResult(False, "proper_name", f"copies {names} from its problem")
+    shaped = _CODE_SHAPED.search(text)
+    if shaped:
+        return LintResult(False, "code_identifier", f"code-shaped text {shaped.group(0)!r}")
+    return LintResult(True)

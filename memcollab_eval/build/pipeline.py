@@ -1,0 +1,249 @@
+"""Bank building, stage by stage: pool -> trajectories -> verdicts -> pairs -> distillation -> bank.
+
+Each stage reads and writes JSONL in the work directory keyed by ``(problem_id, model,
+sample_idx)`` (or by pair), so a build killed at any moment resumes where it stopped and
+regenerates nothing; with greedy decoding and a fixed seed the final entries are the same
+bytes as those of an uninterrupted build. Timings and token counts are stored per record,
+so the manifest's construction cost does not depend on how often the build was resumed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections import Counter
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from memcollab_eval.benchmarks import build_prompt, get_spec, gold, problem_text, score_response
+from memcollab_eval.build.build_config import BuildConf
+from memcollab_eval.build.dedupe import drop_near_duplicates
+from memcollab_eval.build.distill import PROMPT_VERSION, distill_prompt, parse_lessons, prompt_template
+from memcollab_eval.build.entry_lint import lint_entry
+from memcollab_eval.build.pools import PoolError, PoolProblem, build_pool
+from memcollab_eval.build.preference import (
+    Key, NoPair, Pair, apply_ablation, memcollab_pairs, self_contrast_pairs, self_memory_items,
+)
+from memcollab_eval.categorize import predict_math_subject
+from memcollab_eval.generation import build_lm, generate, load_target
+from memcollab_eval.jsonl_store import append_records, read_records, write_atomic
+from memcollab_eval.verify import SandboxConfig
+
+log = logging.getLogger(__name__)
+TRAJ_FIELDS = ("problem_id", "model", "sample_idx", "text")
+VERDICT_FIELDS = ("problem_id", "model", "sample_idx", "status")
+
+
+class ModelCache:
+    """Keeps one model in memory at a time: CPU machines cannot hold several."""
+
+    def __init__(self) -> None:
+        self.name: str | None = None
+        self.lm: Any = None
+
+    def get(self, name: str) -> Any:
+        if name != self.name:
+            self.lm = None
+            self.lm = build_lm(load_target(name))
+            self.name = name
+        return self.lm
+
+
+def _key(r: dict[str, Any]) -> Key:
+    return (r["problem_id"], r["model"], int(r["sample_idx"]))
+
+
+def stage_pool(cfg: BuildConf, work: Path) -> list[PoolProblem]:
+    path = work / "pool.jsonl"
+    wanted = {"sizes": cfg.pool_sizes(), "seed": cfg.seed}
+    meta = work / "pool.meta.json"
+    if path.exists() and meta.exists():
+        if json.loads(meta.read_text()) != wanted:
+            raise PoolError(f"{work} holds a build with another pool ({meta.read_text().strip()}); "
+                            f"use another bank.name or work_dir, or delete {work}")
+        return [PoolProblem.from_dict(r) for r in read_records(path, ("id", "benchmark", "doc"))]
+    problems = build_pool(cfg.pool_sizes(), cfg.data_dir, cfg.seed)
+    write_atomic(path, "".join(json.dumps(p.to_dict(), sort_keys=True) + "\n" for p in problems))
+    write_atomic(meta, json.dumps(wanted, sort_keys=True))
+    return problems
+
+
+def stage_trajectories(cfg: BuildConf, problems: list[PoolProblem], work: Path, models: ModelCache) -> dict[Key, dict]:
+    path = work / "trajectories.jsonl"
+    done = {_key(r): r for r in read_records(path, TRAJ_FIELDS)}
+    for model in cfg.sources:
+        todo = [(p, s) for p in problems for s in range(cfg.method.samples) if (p.id, model, s) not in done]
+        if not todo:
+            continue
+        lm = models.get(model)
+        with tqdm(total=len(todo), desc=f"trajectories {model}", unit="problem") as bar:
+            for start in range(0, len(todo), cfg.batch_size):
+                batch = todo[start:start + cfg.batch_size]
+                records = []
+                for p, s in batch:  # one request at a time keeps per-sample seeds exact
+                    spec = get_spec(p.benchmark)
+                    kwargs = cfg.gen_kwargs(spec.max_gen_toks, seed=cfg.seed + 1000 * s)
+                    g = generate(lm, [build_prompt(spec, p.doc)], kwargs)[0]
+                    records.append({"problem_id": p.id, "model": model, "sample_idx": s, "text": g.text,
+                                    "prompt_tokens": g.prompt_tokens, "completion_tokens": g.completion_tokens,
+                                    "truncated": g.truncated, "seconds": round(g.seconds, 3)})
+                append_records(path, records)
+                done.update({_key(r): r for r in records})
+                bar.update(len(batch))
+    return done
+
+
+def stage_verify(cfg: BuildConf, problems: list[PoolProblem], trajs: dict[Key, dict], work: Path) -> dict[Key, dict]:
+    path = work / "verdicts.jsonl"
+    done = {_key(r): r for r in read_records(path, VERDICT_FIELDS)}
+    by_id = {p.id: p for p in problems}
+    todo = [k for k in sorted(trajs) if k not in done and k[0] in by_id]
+    sandbox = SandboxConfig(timeout=cfg.sandbox.timeout, memory_mb=cfg.sandbox.memory_mb, workers=cfg.sandbox.workers,
+                            allow_weak_isolation=cfg.sandbox.allow_weak_isolation)
+    for k in tqdm(todo, desc="verify", unit="trajectory", disable=not todo):
+        p = by_id[k[0]]
+        v = score_response(get_spec(p.benchmark), p.doc, trajs[k]["text"], sandbox=sandbox)
+        append_records(path, [{"problem_id": k[0], "model": k[1], "sample_idx": k[2], "status": v.status,
+                               "extracted": v.extracted, "detail": v.detail[:500], "seconds": round(v.seconds, 3)}])
+        done[k] = {"status": v.status, "seconds": v.seconds}
+    return done
+
+
+def stage_pairs(cfg: BuildConf, problems: list[PoolProblem], verdicts: dict[Key, dict]) -> tuple[list[Pair], list[NoPair]]:
+    ids = [p.id for p in problems]
+    passed = {k: v["status"] == "pass" for k, v in verdicts.items()}
+    kind = cfg.method.kind
+    if kind == "memcollab":
+        pairs, skipped = memcollab_pairs(ids, passed, cfg.sources)
+    elif kind == "self_contrast":
+        pairs, skipped = self_contrast_pairs(ids, passed, cfg.sources[0], cfg.method.samples)
+    else:
+        pairs, skipped = self_memory_items(ids, passed, cfg.sources[0])
+    return apply_ablation(pairs, cfg.method.ablation, cfg.seed), skipped
+
+
+def pair_id(pair: Pair) -> str:
+    side = lambda k: "none" if k is None else f"{k[1]}#{k[2]}"  # noqa: E731
+    return f"{pair.problem_id}|{side(pair.preferred)}>{side(pair.unpreferred)}"
+
+
+def stage_distill(cfg: BuildConf, problems: list[PoolProblem], trajs: dict[Key, dict], verdicts: dict[Key, dict],
+                  pairs: list[Pair], work: Path, models: ModelCache) -> dict[str, dict]:
+    path = work / "distill.jsonl"
+    done = {r["pair"]: r for r in read_records(path, ("pair", "status", "lessons"))}
+    todo = [p for p in pairs if pair_id(p) not in done]
+    if not todo:
+        return done
+    by_id = {p.id: p for p in problems}
+    lm = models.get(cfg.summarizer)
+    kwargs = cfg.gen_kwargs(cfg.distill_max_gen_toks, seed=cfg.seed)
+    for pair in tqdm(todo, desc=f"distill with {cfg.summarizer}", unit="pair"):
+        problem = by_id[pair.problem_id]
+        spec = get_spec(problem.benchmark)
+        prompt = distill_prompt(
+            domain="math" if spec.domain == "math" else "programming", problem=problem_text(spec, problem.doc),
+            preferred=trajs[pair.preferred]["text"],
+            unpreferred=None if pair.unpreferred is None else trajs[pair.unpreferred]["text"],
+            unpreferred_status="fail" if pair.unpreferred is None else verdicts[pair.unpreferred]["status"])
+        first = generate(lm, [prompt], kwargs)[0]
+        replies, lessons = [first], parse_lessons(first.text)
+        if not lessons:  # one retry with a format reminder, then give up on this pair
+            retry = generate(lm, [prompt + "\n" + first.text + "\n\n" + prompt_template("retry")], kwargs)[0]
+            replies.append(retry)
+            lessons = parse_lessons(retry.text)
+        record = {"pair": pair_id(pair), "status": "ok" if lessons else "malformed",
+                  "lessons": [asdict(x) for x in lessons], "replies": [g.text for g in replies],
+                  "seconds": round(sum(g.seconds for g in replies), 3),
+                  "completion_tokens": sum(g.completion_tokens or 0 for g in replies),
+                  "prompt_tokens": sum(g.prompt_tokens or 0 for g in replies)}
+        if not lessons:
+            log.warning("malformed summarizer reply for %s (skipped): %r", record["pair"], first.text[:200])
+        append_records(path, [record])
+        done[record["pair"]] = record
+    return done
+
+
+def assemble_entries(cfg: BuildConf, problems: list[PoolProblem], trajs: dict[Key, dict], pairs: list[Pair],
+                     distilled: dict[str, dict], identities: dict[str, str]) -> tuple[list[dict], Counter]:
+    """Lint every lesson, tag survivors (with model identities), drop near-duplicates;
+    ids follow pool and pair order."""
+    by_id = {p.id: p for p in problems}
+    rejected: Counter = Counter()
+    candidates = []
+    for pair in pairs:
+        record = distilled[pair_id(pair)]
+        if record["status"] != "ok":
+            rejected["malformed"] += 1
+            continue
+        problem = by_id[pair.problem_id]
+        spec = get_spec(problem.benchmark)
+        sources = [trajs[k]["text"] for k in (pair.preferred, pair.unpreferred) if k is not None]
+        for lesson in record["lessons"]:
+            verdict = lint_entry(lesson["enforce"], lesson["avoid"], problem=problem_text(spec, problem.doc),
+                                 trajectories=sources, gold=gold(spec, problem.doc)) if cfg.gates.lint else None
+            if verdict is not None and not verdict.ok:
+                rejected[verdict.reason] += 1
+                continue
+            candidates.append({
+                "enforce": lesson["enforce"], "avoid": lesson["avoid"], "category": problem.category,
+                "subcategory": problem.subcategory, "preferred_model": identities[pair.preferred[1]],
+                "unpreferred_model": "none" if pair.unpreferred is None else identities[pair.unpreferred[1]],
+                "source_benchmark": problem.source, "source_problem_id": problem.id,
+                "summarizer": identities[cfg.summarizer],
+                "created_at": ""})
+    kept, merged = drop_near_duplicates(candidates, cfg.gates.near_duplicate_threshold)
+    rejected["near_duplicate"] += merged
+    return [{"id": f"{cfg.bank.name}-{i:04d}", **e} for i, e in enumerate(kept, start=1)], rejected
+
+
+def build_stats(cfg: BuildConf, problems: list[PoolProblem], trajs: dict[Key, dict], verdicts: dict[Key, dict],
+                skipped: list[NoPair], distilled: dict[str, dict], entries: list[dict], rejected: Counter) -> dict:
+    n = len(problems)
+    gen_s = sum(float(t.get("seconds") or 0) for t in trajs.values())
+    ver_s = sum(float(v.get("seconds") or 0) for v in verdicts.values())
+    dis_s = sum(float(d.get("seconds") or 0) for d in distilled.values())
+    tokens = sum(int(t.get("completion_tokens") or 0) for t in trajs.values()) + \
+        sum(int(d.get("completion_tokens") or 0) + int(d.get("prompt_tokens") or 0) for d in distilled.values())
+    math_pool = [p for p in problems if p.benchmark == "math500"]
+    cat_acc = (sum(predict_math_subject(p.doc["problem"]) == p.category for p in math_pool) / len(math_pool)
+               if math_pool else None)
+    pass_rate = {m: sum(v["status"] == "pass" for k, v in verdicts.items() if k[1] == m) /
+                 max(1, sum(1 for k in verdicts if k[1] == m)) for m in cfg.sources}
+    coverage = Counter(f"{e['category']} | {e['preferred_model']} > {e['unpreferred_model']}" for e in entries)
+    return {
+        "pool_problems": n, "pool_by_source": dict(Counter(p.source for p in problems)),
+        "pass_rate_by_model": pass_rate, "no_pair_reasons": dict(Counter(s.reason for s in skipped)),
+        "pairs_distilled": len(distilled), "entries": len(entries), "rejected": dict(rejected),
+        "coverage": dict(sorted(coverage.items())),
+        "seconds_per_problem": round((gen_s + ver_s + dis_s) / max(1, n), 2),
+        "tokens_per_problem": round(tokens / max(1, n), 1),
+        "seconds": {"generation": round(gen_s, 1), "verification": round(ver_s, 1), "distillation": round(dis_s, 1)},
+        "categorizer_accuracy_math_pool_from_text": cat_acc, "prompt_version": PROMPT_VERSION,
+    }
+
+
+def run_build(cfg: BuildConf) -> dict:
+    """Run (or resume) every stage and write the bank; returns the build statistics."""
+    from memcollab_eval.bank import save_bank
+
+    work = Path(cfg.work_dir)
+    work.mkdir(parents=True, exist_ok=True)
+    started = time.time()
+    models = ModelCache()
+    problems = stage_pool(cfg, work)
+    trajs = stage_trajectories(cfg, problems, work, models)
+    verdicts = stage_verify(cfg, problems, trajs, work)
+    pairs, skipped = stage_pairs(cfg, problems, verdicts)
+    write_atomic(work / "no_pairs.jsonl", "".join(json.dumps(asdict(s)) + "\n" for s in skipped))
+    distilled = stage_distill(cfg, problems, trajs, verdicts, pairs, work, models)
+    identities = {name: load_target(name).identity for name in {*cfg.sources, cfg.summarizer}}
+    entries, rejected = assemble_entries(cfg, problems, trajs, pairs, distilled, identities)
+    stats = build_stats(cfg, problems, trajs, verdicts, skipped, distilled, entries, rejected)
+    stats["wall_seconds_this_invocation"] = round(time.time() - started, 1)
+    save_bank(cfg.out_dir(), entries, name=cfg.bank.name, version=cfg.bank.version,
+              sources=[identities[s] for s in cfg.sources], summarizer=identities[cfg.summarizer], config={"build": cfg.as_dict(), "stats": stats}, notes=cfg.bank.notes)
+    return stats

@@ -1,0 +1,245 @@
+"""Bank building: preference rule, distillation parsing, the abstraction gate, leakage,
+and an offline end-to-end build with scripted test doubles (including kill -9 and resume)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO, data_dir
+from memcollab_eval.build.distill import parse_lessons
+from memcollab_eval.build.entry_lint import lint_entry
+from memcollab_eval.build.pools import PoolError, build_pool
+from memcollab_eval.build.preference import apply_ablation, memcollab_pairs, self_contrast_pairs
+
+MODELS = ["strong", "weak"]
+
+
+@pytest.mark.parametrize(
+    "strong, weak, preferred, unpreferred, reason",
+    [
+        (True, False, "strong", "weak", None),
+        (False, True, "weak", "strong", None),
+        (False, False, None, None, "all models failed"),
+        (True, True, None, None, "all models passed"),
+    ],
+)
+def test_preference_rule_table(strong, weak, preferred, unpreferred, reason):
+    passed = {("p", "strong", 0): strong, ("p", "weak", 0): weak}
+    pairs, skipped = memcollab_pairs(["p"], passed, MODELS)
+    if reason:
+        assert pairs == [] and skipped[0].reason == reason
+    else:
+        assert [(p.preferred[1], p.unpreferred[1]) for p in pairs] == [(preferred, unpreferred)]
+
+
+def test_preferred_is_paired_with_every_failure_and_ablations_flip_sides():
+    models = ["a", "b", "c"]
+    passed = {("p", "a", 0): False, ("p", "b", 0): True, ("p", "c", 0): False}
+    pairs, _ = memcollab_pairs(["p"], passed, models)
+    assert [(p.preferred[1], p.unpreferred[1]) for p in pairs] == [("b", "a"), ("b", "c")]
+    assert [(p.preferred[1], p.unpreferred[1]) for p in apply_ablation(pairs, "reversed", 0)] == [("a", "b"), ("c", "b")]
+    randomised = apply_ablation(pairs * 20, "random", 0)
+    assert {p.preferred[1] for p in randomised} == {"a", "b", "c"}
+    assert apply_ablation(pairs * 20, "random", 0) == randomised  # seeded
+
+
+def test_self_contrast_pairs_own_pass_with_own_fail():
+    passed = {("p", "m", 0): False, ("p", "m", 1): True, ("q", "m", 0): True, ("q", "m", 1): True}
+    pairs, skipped = self_contrast_pairs(["p", "q"], passed, "m", 2)
+    assert [(p.preferred, p.unpreferred) for p in pairs] == [(("p", "m", 1), ("p", "m", 0))]
+    assert skipped[0].reason == "all samples passed"
+
+
+@pytest.mark.parametrize(
+    "reply, expected",
+    [
+        ("enforce checking units before adding; avoid mixing minutes and hours", 1),
+        ("1. enforce reading the question twice; avoid answering a different quantity\n"
+         "- Enforce handling empty input; Avoid indexing an empty list.", 2),
+        ("**enforce** testing edge cases; **avoid** assuming non-empty input", 1),
+        ("The lesson: be careful with units.", 0),
+        ("enforce something without the second half", 0),
+        ("", 0),
+    ],
+)
+def test_parse_lessons(reply, expected):
+    assert len(parse_lessons(reply)) == expected
+
+
+@pytest.mark.parametrize(
+    "enforce, avoid, reason",
+    [
+        ("computing $20 - $10 before the final step", "forgetting the hat cost", "number"),
+        ("tracking what Josh spends in each shop", "mixing up the buyers", "proper_name"),
+        ("calling min_jumps on each prefix", "recomputing subproblems", "code_identifier"),
+        ("checking the answer equals seventeen halves", "stopping early", None),
+        ("re-reading which quantity the question asks for", "reporting an intermediate total", None),
+    ],
+)
+def test_abstraction_gate(enforce, avoid, reason):
+    problem = "Josh buys a hat for $20 and a scarf for $10. How much more did the hat cost?"
+    result = lint_entry(enforce, avoid, problem=problem, trajectories=["def min_jumps(arr): ..."], gold="10")
+    assert result.ok == (reason is None), result
+    if reason:
+        assert result.reason == reason
+
+
+def test_leaking_pool_is_refused(tmp_path):
+    src = data_dir()
+    if not (src / "gsm8k" / "test.jsonl").exists():
+        pytest.skip("offline data not found")
+    for rel in ("math500/test.jsonl", "gsm8k/test.jsonl", "mbpp/test.jsonl", "humaneval/HumanEval.jsonl"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_bytes((src / rel).read_bytes())
+    leaked = json.loads((src / "gsm8k/test.jsonl").read_text().splitlines()[5])
+    leaked["question"] = "  " + leaked["question"].replace(" ", "  ") + " "
+    (tmp_path / "gsm8k/train.jsonl").write_text(json.dumps(leaked) + "\n")
+    with pytest.raises(PoolError, match="shares problems with evaluation sets: gsm8k/train/.* == gsm8k:"):
+        build_pool({"gsm8k_train": None}, str(tmp_path), 0)
+
+
+# ---- end-to-end with scripted test doubles -------------------------------------------
+
+def write_doubles(tmp: Path, delay: float = 0.0) -> dict[str, str]:
+    """A strong double that answers every tiny-pool problem correctly, a weak one that never
+    does, and a summarizer double: returns the target config paths."""
+    from memcollab_eval.benchmarks import get_spec, problem_text
+
+    problems = build_pool({"math_train": 2, "gsm8k_train": 2, "mbpp_train": 2}, str(data_dir()), 1234)
+    rules = []
+    for p in problems:
+        key = problem_text(get_spec(p.benchmark), p.doc)[:80]
+        if p.benchmark == "mbpp":
+            rules.append([key, f"```python\n{p.doc['code']}\n```"])
+        else:
+            answer = p.doc["answer"] if p.benchmark == "math500" else p.doc["answer"].split("####")[-1].strip()
+            rules.append([key, f"So the answer is $\\boxed{{{answer}}}$."])
+    (tmp / "strong_rules.json").write_text(json.dumps(rules))
+    summary_rules = [
+        ["PROBLEM:\n" + problem_text(get_spec(problems[0].benchmark), problems[0].doc)[:60], "No lessons here, sorry."],
+        ["programming problem", "enforce checking the function on the smallest inputs the task allows; "
+                                "avoid code that only handles the sizes shown in the examples"],
+        ["math problem", "enforce re-reading which quantity the question asks for before answering; "
+                         "avoid reporting an intermediate result as the final answer\n"
+                         "enforce keeping every quantity in one unit; avoid combining values measured in different units"],
+    ]
+    (tmp / "summarizer_rules.json").write_text(json.dumps(summary_rules))
+    configs = {
+        "strong": {"identity": "strong_model", "model": "memcollab_scripted",
+                   "model_args": {"rules": str(tmp / "strong_rules.json"), "default": "no idea", "delay": delay}},
+        "weak": {"identity": "weak_model", "model": "memcollab_scripted",
+                 "model_args": {"default": "The answer is $\\boxed{-7}$.", "delay": delay}},
+        "summarizer": {"identity": "summarizer_double", "model": "memcollab_scripted",
+                       "model_args": {"rules": str(tmp / "summarizer_rules.json")}},
+    }
+    paths = {}
+    for name, conf in configs.items():
+        paths[name] = str(tmp / f"{name}.yaml")
+        Path(paths[name]).write_text(json.dumps(conf))  # JSON is valid YAML
+    return paths
+
+
+def build_cmd(paths: dict[str, str], work: Path, out: Path) -> list[str]:
+    return [sys.executable, "-m", "memcollab_eval.build", f"sources=[{paths['strong']},{paths['weak']}]",
+            f"summarizer={paths['summarizer']}", "pool=tiny", "bank.name=tiny_test", f"work_dir={work}",
+            f"bank.out_dir={out}", f"data_dir={data_dir()}", "batch_size=1"]
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    if not (data_dir() / "gsm8k" / "train.jsonl").exists():
+        pytest.skip("offline data not found")
+    tmp = tmp_path_factory.mktemp("build")
+    paths = write_doubles(tmp)
+    proc = subprocess.run(build_cmd(paths, tmp / "work", tmp / "bank"), capture_output=True, text=True,
+                          timeout=300, cwd=tmp)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return tmp, paths
+
+
+def test_end_to_end_build_writes_a_valid_bank(built):
+    from memcollab_eval.bank import load_bank
+
+    tmp, _ = built
+    bank = load_bank(tmp / "bank")
+    stats = bank.manifest.config["stats"]
+    assert stats["pool_problems"] == 6
+    assert stats["pass_rate_by_model"] == {str(tmp / "strong.yaml"): 1.0, str(tmp / "weak.yaml"): 0.0}
+    assert stats["rejected"].get("malformed") == 1  # the reply with no lesson, retried once, then skipped
+    assert stats["rejected"].get("near_duplicate", 0) > 0
+    assert {e.preferred_model for e in bank.entries} == {"strong_model"}
+    assert {e.unpreferred_model for e in bank.entries} == {"weak_model"}
+    assert all(e.summarizer == "summarizer_double" and e.source_problem_id for e in bank.entries)
+    assert {e.source_benchmark for e in bank.entries} <= {"math_train", "gsm8k_train", "mbpp_train"}
+    assert bank.manifest.sources == ["strong_model", "weak_model"]
+    distill = [json.loads(x) for x in (tmp / "work" / "distill.jsonl").read_text().splitlines()]
+    assert sum(len(d["replies"]) == 2 for d in distill) == 1
+
+
+def test_rerun_regenerates_nothing(built):
+    tmp, paths = built
+    work = tmp / "work"
+    before = {f: (work / f).read_bytes() for f in ("trajectories.jsonl", "verdicts.jsonl", "distill.jsonl")}
+    proc = subprocess.run(build_cmd(paths, work, tmp / "bank"), capture_output=True, text=True, timeout=300, cwd=tmp)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert {f: (work / f).read_bytes() for f in before} == before
+
+
+def test_kill_9_and_resume_gives_the_same_bank(built, tmp_path):
+    tmp, _ = built
+    paths = write_doubles(tmp_path, delay=0.3)
+    work, out = tmp_path / "work", tmp_path / "bank"
+    proc = subprocess.Popen(build_cmd(paths, work, out), cwd=tmp_path, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 120
+    traj = work / "trajectories.jsonl"
+    while time.time() < deadline and (not traj.exists() or len(traj.read_text().splitlines()) < 5):
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not out.exists(), "the build finished before it could be killed"
+    done_before = len(traj.read_text().splitlines())
+    with open(traj, "a") as f:  # what a kill in the middle of a write leaves behind
+        f.write('{"problem_id": "torn')
+    rerun = subprocess.run(build_cmd(paths, work, out), capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    assert len(traj.read_text().splitlines()) == 12 and done_before >= 5
+    assert (out / "entries.jsonl").read_bytes() == (tmp / "bank" / "entries.jsonl").read_bytes()
+
+
+def test_corrupted_stage_line_is_reported_with_file_and_line(built, tmp_path):
+    tmp, paths = built
+    work = tmp_path / "work"
+    work.mkdir()
+    for f in ("pool.jsonl", "pool.meta.json", "trajectories.jsonl"):
+        (work / f).write_bytes((tmp / "work" / f).read_bytes())
+    lines = (work / "trajectories.jsonl").read_text().splitlines()
+    lines[2] = json.dumps({"problem_id": "x", "model": "m", "sample_idx": 0})
+    (work / "trajectories.jsonl").write_text("\n".join(lines) + "\n")
+    proc = subprocess.run(build_cmd(paths, work, tmp_path / "bank"), capture_output=True, text=True, timeout=300,
+                          cwd=tmp_path)
+    assert proc.returncode == 1
+    assert f"{work / 'trajectories.jsonl'}:3: missing field 'text'" in proc.stderr
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["sources=[nope,qwen25_coder_05b]"], "unknown source model 'nope'"),
+        (["pool=nope"], "unknown pool 'nope'"),
+        (["sources=[qwen25_coder_05b]"], "needs at least two source models"),
+        (["method=self"], "built from exactly one model"),
+    ],
+)
+def test_build_config_errors(args, message, tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "memcollab_eval.build", *args, f"data_dir={tmp_path}",
+                           f"work_dir={tmp_path}/w"], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert proc.returncode == 2 and message in proc.stderr, proc.stderr
