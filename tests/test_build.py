@@ -16,7 +16,7 @@ import pytest
 from conftest import REPO, data_dir
 from memcollab_eval.build.distill import parse_lessons
 from memcollab_eval.build.entry_lint import lint_entry
-from memcollab_eval.build.pools import PoolError, build_pool
+from memcollab_eval.build.pools import PoolError, PoolProblem, build_pool, check_leakage
 from memcollab_eval.build.preference import apply_ablation, memcollab_pairs, self_contrast_pairs
 
 MODELS = ["strong", "weak"]
@@ -92,7 +92,7 @@ def test_abstraction_gate(enforce, avoid, reason):
         assert result.reason == reason
 
 
-def test_leaking_pool_is_refused(tmp_path):
+def test_pool_excludes_evaluation_problems_and_refuses_leaks(tmp_path):
     src = data_dir()
     if not (src / "gsm8k" / "test.jsonl").exists():
         pytest.skip("offline data not found")
@@ -101,9 +101,15 @@ def test_leaking_pool_is_refused(tmp_path):
         (tmp_path / rel).write_bytes((src / rel).read_bytes())
     leaked = json.loads((src / "gsm8k/test.jsonl").read_text().splitlines()[5])
     leaked["question"] = "  " + leaked["question"].replace(" ", "  ") + " "
-    (tmp_path / "gsm8k/train.jsonl").write_text(json.dumps(leaked) + "\n")
-    with pytest.raises(PoolError, match="shares problems with evaluation sets: gsm8k/train/.* == gsm8k:"):
-        build_pool({"gsm8k_train": None}, str(tmp_path), 0)
+    clean = json.loads((src / "gsm8k/train.jsonl").read_text().splitlines()[0])
+    (tmp_path / "gsm8k/train.jsonl").write_text(json.dumps(leaked) + "\n" + json.dumps(clean) + "\n")
+    excluded: dict = {}
+    pool = build_pool({"gsm8k_train": None}, str(tmp_path), 0, excluded)
+    assert [p.doc["question"] for p in pool] == [clean["question"]]
+    assert len(excluded["gsm8k_train"]) == 1
+    leaking = PoolProblem("gsm8k/train/x", "gsm8k", "gsm8k_train", "Prealgebra", "money", leaked)
+    with pytest.raises(PoolError, match="shares problems with evaluation sets: gsm8k/train/x == gsm8k:"):
+        check_leakage([*pool, leaking], str(tmp_path))
 
 
 # ---- end-to-end with scripted test doubles -------------------------------------------

@@ -66,8 +66,12 @@ def stage_pool(cfg: BuildConf, work: Path) -> list[PoolProblem]:
             raise PoolError(f"{work} holds a build with another pool ({meta.read_text().strip()}); "
                             f"use another bank.name or work_dir, or delete {work}")
         return [PoolProblem.from_dict(r) for r in read_records(path, ("id", "benchmark", "doc"))]
-    problems = build_pool(cfg.pool_sizes(), cfg.data_dir, cfg.seed)
+    excluded: dict[str, list[str]] = {}
+    problems = build_pool(cfg.pool_sizes(), cfg.data_dir, cfg.seed, excluded)
+    if excluded:
+        log.warning("excluded training problems that are also evaluation problems: %s", excluded)
     write_atomic(path, "".join(json.dumps(p.to_dict(), sort_keys=True) + "\n" for p in problems))
+    write_atomic(work / "pool.excluded.json", json.dumps(excluded, sort_keys=True))
     write_atomic(meta, json.dumps(wanted, sort_keys=True))
     return problems
 
@@ -214,8 +218,11 @@ def build_stats(cfg: BuildConf, problems: list[PoolProblem], trajs: dict[Key, di
     pass_rate = {m: sum(v["status"] == "pass" for k, v in verdicts.items() if k[1] == m) /
                  max(1, sum(1 for k in verdicts if k[1] == m)) for m in cfg.sources}
     coverage = Counter(f"{e['category']} | {e['preferred_model']} > {e['unpreferred_model']}" for e in entries)
+    excluded_file = Path(cfg.work_dir) / "pool.excluded.json"
+    excluded = json.loads(excluded_file.read_text()) if excluded_file.exists() else {}
     return {
         "pool_problems": n, "pool_by_source": dict(Counter(p.source for p in problems)),
+        "excluded_as_evaluation_problems": excluded,
         "pass_rate_by_model": pass_rate, "no_pair_reasons": dict(Counter(s.reason for s in skipped)),
         "pairs_distilled": len(distilled), "entries": len(entries), "rejected": dict(rejected),
         "coverage": dict(sorted(coverage.items())),

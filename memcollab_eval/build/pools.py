@@ -96,9 +96,9 @@ def eval_texts(data_dir: str) -> dict[str, str]:
     return out
 
 
-def check_leakage(problems: list[PoolProblem], data_dir: str) -> None:
+def check_leakage(problems: list[PoolProblem], data_dir: str, evals: dict[str, str] | None = None) -> None:
     """Refuse a pool that shares a problem with any evaluation set."""
-    evals = eval_texts(data_dir)
+    evals = evals if evals is not None else eval_texts(data_dir)
     leaks = []
     for p in problems:
         text = problem_text(get_spec(p.benchmark), p.doc)
@@ -110,18 +110,29 @@ def check_leakage(problems: list[PoolProblem], data_dir: str) -> None:
         raise PoolError(f"refusing a pool that shares problems with evaluation sets: {shown}")
 
 
-def build_pool(sizes: dict[str, int | None], data_dir: str, seed: int) -> list[PoolProblem]:
-    """Seeded sample of each source (``None`` = all of it), categorized, leakage-checked."""
+def build_pool(sizes: dict[str, int | None], data_dir: str, seed: int,
+               excluded: dict[str, list[str]] | None = None) -> list[PoolProblem]:
+    """Seeded sample of each source (``None`` = all of it), categorized, leakage-checked.
+
+    Training rows whose text is also an evaluation problem (MBPP's train split repeats
+    some test problems) are removed before sampling and listed in ``excluded``; the final
+    leakage check then guards the result.
+    """
     problems: list[PoolProblem] = []
+    evals = eval_texts(data_dir)
     for source in sorted(sizes):
         size = sizes[source]
         if size == 0:
             continue
-        rows = load_source(source, data_dir)
+        spec = get_spec(POOL_SOURCES[source][0])
+        rows, overlap = [], []
+        for pid, row in load_source(source, data_dir):
+            (overlap if normalise(problem_text(spec, row)) in evals else rows).append((pid, row))
+        if excluded is not None and overlap:
+            excluded[source] = [pid for pid, _ in overlap]
         if size is not None and size < len(rows):
             rows = random.Random(f"{seed}:{source}").sample(rows, size)
-        benchmark = POOL_SOURCES[source][0]
-        spec = get_spec(benchmark)
+        benchmark = spec.name
         for pid, row in rows:
             cat = categorize(problem_text(spec, row), domain=spec.domain, benchmark=benchmark,
                              subject=row.get("subject") if benchmark == "math500" else None)
@@ -131,5 +142,5 @@ def build_pool(sizes: dict[str, int | None], data_dir: str, seed: int) -> list[P
     ids = [p.id for p in problems]
     if len(set(ids)) != len(ids):
         raise PoolError("the pool has duplicate problem ids")
-    check_leakage(problems, data_dir)
+    check_leakage(problems, data_dir, evals)
     return problems
