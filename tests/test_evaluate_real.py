@@ -1,0 +1,46 @@
+"""The evaluate job end to end with a real model: SmolLM2-135M through llama.cpp, offline,
+one problem of each benchmark, with and without the demo bank."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from conftest import data_dir, require_smollm2
+from test_config import compose_eval
+from test_evaluate_scripted import load_samples
+
+
+@pytest.fixture(scope="module")
+def real_run(tmp_path_factory):
+    require_smollm2()
+    from memcollab_eval.run_eval import evaluate
+
+    out = tmp_path_factory.mktemp("real")
+    cfg = compose_eval(["+target=smollm2_135m", "retrieval=no_model_filter", f"data_dir={data_dir()}", "limit=1",
+                        "max_gen_toks=96", f"output_dir={out}", "+target.model_args.n_threads=1"])
+    return out, evaluate(cfg, out)
+
+
+def test_memory_reaches_the_real_models_prompt_and_verifiers_score_it(real_run):
+    run_dir, rows = real_run
+    assert [r.n for r in rows] == [1, 1, 1, 1]
+    injected = 0
+    for bench in ("math500", "gsm8k", "mbpp", "humaneval"):
+        (plain,) = load_samples(run_dir, f"{bench}_nomemory")
+        (mem,) = load_samples(run_dir, f"{bench}_memcollab")
+        prompt = mem["arguments"]["gen_args_0"]["arg_0"]
+        assert "<|im_start|>" in prompt  # SmolLM2's own chat template rendered the prompt
+        for sample in (plain, mem):
+            verdict = sample["doc"]["memcollab_verdict"]
+            assert verdict["status"] in {"pass", "fail", "no_answer", "timeout"}
+            assert sample["acc"] == (1.0 if verdict["status"] == "pass" else 0.0)
+            assert sample["resps"][0][0].strip(), "the model produced no text"
+        if json.loads(mem["doc"]["memcollab_retrieved"]):
+            injected += 1
+            assert mem["doc"]["memcollab_memory"].strip() in prompt
+            assert "enforce" not in plain["arguments"]["gen_args_0"]["arg_0"]
+    assert injected >= 3
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["generation_requests"] == 8 and 0.0 <= summary["truncation_rate"] <= 1.0
