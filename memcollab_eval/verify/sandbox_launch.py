@@ -93,13 +93,15 @@ def bwrap_plan(pool_dir: Path, slot: int, slot_dir: Path, worker_dir: Path, base
     bwrap = [
         "bwrap", "--unshare-all", "--die-with-parent", "--new-session", "--cap-drop", "ALL",
         *_system_binds(),
+        # the fresh /tmp, /proc, /dev come first: a Python or venv under /tmp is bound on top of them
+        "--tmpfs", "/tmp", "--proc", "/proc", "--dev", "/dev",
     ]
     for path in ro_paths:
         bwrap += ["--ro-bind", src(path), path]
     bwrap += [
         "--ro-bind", src(str(worker_dir)), WORKER_DIR_IN_SANDBOX,
         "--bind", src(str(slot_dir)), SLOT_DIR_IN_SANDBOX,
-        "--tmpfs", "/tmp", "--proc", "/proc", "--dev", "/dev", "--chdir", SLOT_DIR_IN_SANDBOX,
+        "--chdir", SLOT_DIR_IN_SANDBOX,
         "--clearenv", "--setenv", "PATH", "/usr/bin:/bin", "--setenv", "LANG", "C.UTF-8",
         os.path.abspath(sys.executable), "-I", f"{WORKER_DIR_IN_SANDBOX}/sandbox_worker.py", SLOT_DIR_IN_SANDBOX,
     ]
