@@ -254,3 +254,11 @@ def test_program_cannot_kill_its_worker(sandbox):
     verdict = sandbox.run("import os, signal\nos.kill(os.getppid(), signal.SIGKILL)\n", "pass\n")
     assert verdict.status == "fail" and "PermissionError" in verdict.detail
     assert_pool_healthy(sandbox)
+
+
+def test_execute_returns_what_a_script_printed(sandbox):
+    ran = sandbox.execute("print(sum(range(10)))\n")
+    assert (ran.status, ran.output.strip()) == ("pass", "45")
+    crashed = sandbox.execute("print('before')\nraise ValueError('boom')\n")
+    assert crashed.status == "fail" and "before" in crashed.output and "boom" in crashed.detail
+    assert sandbox.execute("while True:\n    pass\n", timeout=1.0).status == "timeout"

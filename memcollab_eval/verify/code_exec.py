@@ -14,7 +14,7 @@ from dataclasses import replace
 
 from tqdm.auto import tqdm
 
-from memcollab_eval.verify.sandbox_pool import SandboxConfig, SandboxPool, shared_pool
+from memcollab_eval.verify.sandbox_pool import Execution, SandboxConfig, SandboxPool, shared_pool
 from memcollab_eval.verify.verdict import Verdict
 
 CodeItem = Mapping[str, object] | tuple
@@ -36,6 +36,11 @@ def run_code(
     """
     pool = shared_pool(config or SandboxConfig())
     return pool.run(program, test, entry_point=entry_point, timeout=timeout)
+
+
+def execute_code(program: str, *, timeout: float = 10.0, config: SandboxConfig | None = None) -> Execution:
+    """Run a script in the sandbox and return its (capped) output: for agents' code blocks."""
+    return shared_pool(config or SandboxConfig()).execute(program, timeout=timeout)
 
 
 def _as_request(item: CodeItem, index: int) -> tuple[str, str, str | None]:

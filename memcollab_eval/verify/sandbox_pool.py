@@ -33,6 +33,17 @@ WEAK_ENV_VAR = "MEMCOLLAB_ALLOW_WEAK_SANDBOX"
 STRONG_LAYERS = ("bubblewrap", "unprivileged_uid", "pid_namespace", "network_isolated", "landlock", "seccomp")
 
 
+@dataclass(frozen=True)
+class Execution:
+    """What a script did: ``status`` as for a verdict (``pass`` = ran to completion),
+    its combined stdout/stderr (tail, capped) and the reason when it did not complete."""
+
+    status: str
+    output: str
+    detail: str
+    seconds: float
+
+
 class SandboxUnavailableError(RuntimeError):
     """Strong isolation cannot be set up here and weaker isolation was not allowed."""
 
@@ -243,6 +254,19 @@ class SandboxPool:
 
     def run(self, program: str, test: str, *, entry_point: str | None = None, timeout: float | None = None) -> Verdict:
         """Run ``program`` then ``test`` (then ``check(entry_point)`` when given)."""
+        response = self._request(program, test, entry_point, timeout)
+        detail = response.get("detail", "")
+        if response.get("output") and response["status"] != "pass":
+            detail += "\n--- output (tail) ---\n" + response["output"][-1500:]
+        return Verdict(status=response["status"], extracted=None, detail=detail, seconds=float(response.get("seconds", 0.0)))
+
+    def execute(self, program: str, *, timeout: float | None = None) -> Execution:
+        """Run a script (e.g. an agent's code block) and return what it printed."""
+        response = self._request(program, "", None, timeout)
+        return Execution(status=response["status"], output=response.get("output", ""),
+                         detail=response.get("detail", ""), seconds=float(response.get("seconds", 0.0)))
+
+    def _request(self, program: str, test: str, entry_point: str | None, timeout: float | None) -> dict:
         limit = float(timeout if timeout is not None else self.config.timeout)
         request = {
             "id": secrets.token_hex(8), "nonce": secrets.token_hex(16), "program": program, "test": test,
@@ -252,13 +276,9 @@ class SandboxPool:
         }
         slot = self._free.get()
         try:
-            response = slot.run(request, host_deadline=time.monotonic() + limit + 15.0)
+            return slot.run(request, host_deadline=time.monotonic() + limit + 15.0)
         finally:
             self._free.put(slot)
-        detail = response.get("detail", "")
-        if response.get("output") and response["status"] != "pass":
-            detail += "\n--- output (tail) ---\n" + response["output"][-1500:]
-        return Verdict(status=response["status"], extracted=None, detail=detail, seconds=float(response.get("seconds", 0.0)))
 
     def close(self) -> None:
         with self._lock:
