@@ -92,9 +92,16 @@ def _evaluate_job(cfg: DictConfig) -> None:
     print(f"\nresults, samples and config: {run_dir}")
 
 
-def run_hydra(job: Callable[[], None], argv: list[str], started: Callable[[], bool]) -> None:
-    """Run a @hydra.main job with ``argv``; a failure before the job started exits 2."""
-    sys.argv = [sys.argv[0], *argv]
+def run_hydra(job: Callable[[], None], prepare: Callable[[list[str]], list[str]], started: Callable[[], bool],
+              argv: list[str] | None = None) -> None:
+    """Run a @hydra.main job: ``prepare`` checks and rewrites the command line (a ValueError
+    is a usage error); any failure before the job started exits 2."""
+    try:
+        args = prepare(list(sys.argv[1:] if argv is None else argv))
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(EXIT_USAGE)
+    sys.argv = [sys.argv[0], *args]
     try:
         job()
     except SystemExit as exc:
@@ -105,9 +112,4 @@ def run_hydra(job: Callable[[], None], argv: list[str], started: Callable[[], bo
 
 def main(argv: list[str] | None = None) -> None:
     _register()
-    try:
-        args = prepare_argv(list(sys.argv[1:] if argv is None else argv))
-    except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(EXIT_USAGE)
-    run_hydra(_evaluate_job, args, lambda: _job_started)
+    run_hydra(_evaluate_job, prepare_argv, lambda: _job_started, argv)

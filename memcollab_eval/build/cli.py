@@ -71,9 +71,4 @@ def _build_job(cfg: DictConfig) -> None:
 def main(argv: list[str] | None = None) -> None:
     register_configs()
     register_build_configs()
-    try:
-        args = prepare_argv(list(sys.argv[1:] if argv is None else argv))
-    except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(EXIT_USAGE)
-    run_hydra(_build_job, args, lambda: _job_started)
+    run_hydra(_build_job, prepare_argv, lambda: _job_started, argv)
