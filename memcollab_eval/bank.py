@@ -320,3 +320,8 @@ def save_bank(
         for tmp in (tmp_entries, tmp_manifest):
             tmp.unlink(missing_ok=True)
     return MemoryBank(manifest=manifest, entries=tuple(validated), path=bank_dir)
+
+
+if __name__ == "__main__":
+    from memcollab_eval.bank_cli import main
+    raise SystemExit(main())

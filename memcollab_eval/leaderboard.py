@@ -1,0 +1,291 @@
+"""Leaderboard over finished runs: ``python -m memcollab_eval.leaderboard PATH... [--out DIR]``.
+
+Reads lm-eval's own results/samples files (so runs of ``lm_eval --include_path tasks`` work
+too), plus ``.hydra/config.yaml`` when the run came from our CLI, and builds per target one
+table: rows = memory sources, columns = benchmarks. Per-problem samples give bootstrap CIs and
+*paired* deltas against the no-memory row. Runs are only combined when everything except
+target / bank / retrieval matches (limit, seed, lm-eval version, per-benchmark problem set,
+prompt protocol, single-turn or agent mode, max_gen_toks, model backend): otherwise a result
+could move because the problems or the protocol changed, not the memory, so such runs go to
+separate tables under a loud WARNING. When a (target, memory source, benchmark) was run more than once the latest run
+is used and the others are named in the notes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from memcollab_eval.config import BENCHMARK_NAMES, RetrievalConf
+
+NO_MEMORY = "no memory"
+AVERAGE = "average"
+UNKNOWN = "unknown"
+_TASK = re.compile(rf"^({'|'.join(BENCHMARK_NAMES)})_(nomemory|memcollab)$")
+
+
+class LeaderboardError(Exception):
+    """Nothing usable was found; reported as a one-line error, exit code 2."""
+
+
+@dataclass(frozen=True)
+class Sample:
+    id: str
+    acc: float
+    abstained: bool | None
+    memory_chars: int
+    memory_tokens: int | None
+    turns: float | None
+    agent: bool = False  # answered through the multi-turn agent protocol (a logged episode)
+
+
+@dataclass(frozen=True)
+class TaskResult:
+    benchmark: str
+    with_memory: bool
+    accuracy: float
+    n: int
+    abstain_rate: float | None  # from the aggregate metric, used when samples were not logged
+    samples: tuple[Sample, ...]
+
+    def outcomes(self) -> dict[str, float]:
+        return {s.id: s.acc for s in self.samples}
+
+
+@dataclass(frozen=True)
+class Run:
+    path: Path            # the run directory (with .hydra) or the folder of the results file
+    results_file: Path
+    date: float
+    target: str
+    target_origin: str    # "hydra" | "metadata" | "model_args" | "unknown"
+    bank: str
+    source: str           # row name of this run's memory variant
+    settings: Mapping[str, str]
+    tasks: tuple[TaskResult, ...]
+    label: str = ""       # short name in tables: the path below the runs' common parent
+
+
+@dataclass(frozen=True)
+class LeaderboardRow:
+    group: str
+    target: str
+    source: str
+    benchmark: str
+    n: int
+    accuracy: float
+    ci_low: float | None
+    ci_high: float | None
+    delta_vs_nomemory: float | None
+    delta_ci_low: float | None
+    delta_ci_high: float | None
+    n_paired: int
+    abstain_rate: float | None
+    added_prompt_tokens_est: float | None
+    tokens_estimated: bool
+    turns: float | None
+    runs: str
+    note: str = ""
+    target_origin: str = "hydra"  # where the target name came from (see Run.target_origin)
+
+
+@dataclass(frozen=True)
+class Leaderboard:
+    rows: tuple[LeaderboardRow, ...]
+    tables: tuple[tuple[str, str, str], ...]  # (group, target, target origin)
+    groups: tuple[tuple[str, tuple[Run, ...]], ...]  # settings groups: (name, runs); name "" when only one
+    group_settings: Mapping[str, Mapping[str, str]]
+    notes: tuple[str, ...]
+    runs: tuple[Run, ...]
+    iters: int
+    seed: int
+
+
+ROW_FIELDS = tuple(f.name for f in fields(LeaderboardRow))
+
+
+# ---- reading runs ------------------------------------------------------------------------
+
+def find_results(paths: Sequence[str | Path]) -> list[Path]:
+    found: dict[Path, None] = {}
+    for p in map(Path, paths):
+        if not p.exists():
+            raise LeaderboardError(f"{p} does not exist")
+        for f in ([p] if p.is_file() else sorted(p.rglob("results_*.json"))):
+            found[f.resolve()] = None
+    return list(found)
+
+
+def _hydra_config(results_dir: Path) -> tuple[Path, dict] | None:
+    for d in (results_dir, results_dir.parent):
+        if (cfg := d / ".hydra" / "config.yaml").is_file():
+            return d, yaml.safe_load(cfg.read_text(encoding="utf-8")) or {}
+    return None
+
+
+def _short_hash(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def _num(x: Any) -> str:
+    return str(int(x)) if isinstance(x, float) and x.is_integer() else str(x)
+
+
+def _read_samples(path: Path) -> tuple[Sample, ...]:
+    """Per-problem records. ``memcollab_memory_tokens`` / ``memcollab_turns`` are optional
+    (doc or top level): real token counts replace the chars/4 estimate when present."""
+    out = []
+    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        try:
+            s = json.loads(line) if line.strip() else None
+        except json.JSONDecodeError as exc:
+            raise LeaderboardError(f"{path} line {lineno}: invalid JSON ({exc.msg})") from None
+        if s is None:
+            continue
+        doc = s.get("doc") or {}
+        tokens, turns, abst = (doc.get(k, s.get(k)) for k in ("memcollab_memory_tokens", "memcollab_turns",
+                                                             "memcollab_abstained"))
+        out.append(Sample(str(doc.get("memcollab_id", f"doc_id:{s.get('doc_id')}")), float(s.get("acc", 0.0)),
+                          None if abst is None else bool(abst), len(doc.get("memcollab_memory") or ""),
+                          None if tokens is None else int(tokens), None if turns is None else float(turns),
+                          "memcollab_episode" in doc))
+    return tuple(out)
+
+
+def _identity(data: dict, hydra: dict | None) -> tuple[str, str, str]:
+    """(target, origin, bank): the Hydra config, else our task metadata, else lm-eval's model args."""
+    if hydra:
+        target, bank = hydra.get("target") or {}, hydra.get("bank") or {}
+        return str(target.get("identity", UNKNOWN)), "hydra", str(bank.get("name", UNKNOWN))
+    for cfg in data.get("configs", {}).values():
+        meta = (cfg.get("metadata") or {}).get("memcollab")
+        if isinstance(meta, dict) and meta.get("target"):
+            return str(meta["target"]), "metadata", str(meta.get("bank", UNKNOWN))
+    conf = data.get("config") or {}
+    args = conf.get("model_args")
+    if isinstance(args, str):
+        args = dict(kv.split("=", 1) for kv in args.split(",") if "=" in kv)
+    for key in ("pretrained", "model", "model_path", "path", "model_name"):
+        if isinstance(args, dict) and args.get(key):
+            return str(args[key]), "model_args", UNKNOWN
+    return (str(conf["model"]), "model_args", UNKNOWN) if conf.get("model") else (UNKNOWN, UNKNOWN, UNKNOWN)
+
+
+def _source(bank: str, hydra: dict | None) -> str:
+    """Row name of a memory variant: the bank, plus the retrieval settings that are not default."""
+    if not hydra:
+        return f"bank {bank}" if bank == UNKNOWN else bank
+    default = RetrievalConf()
+    diffs = [f"{k}={str(v).lower() if isinstance(v, bool) else v}"
+             for k, v in sorted((hydra.get("retrieval") or {}).items()) if getattr(default, k, v) != v]
+    return f"{bank} [{', '.join(diffs)}]" if diffs else bank
+
+
+def load_run(results_file: Path) -> Run | None:
+    """One run from its lm-eval results file; None when it holds none of our tasks."""
+    try:
+        data = json.loads(results_file.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise LeaderboardError(f"{results_file}: not a readable lm-eval results file ({exc})") from None
+    stamp = results_file.stem[len("results_"):]
+    found = _hydra_config(results_file.parent)
+    run_dir, hydra = found if found else (results_file.parent, None)
+    target, origin, bank = _identity(data, hydra)
+    conf = data.get("config") or {}
+    settings = {
+        "limit": _num(conf.get("limit", (hydra or {}).get("limit"))),
+        "seed": _num(conf.get("random_seed", (hydra or {}).get("seed"))),
+        "lm_eval_version": str(data.get("lm_eval_version", "?")) + (f"@{data['git_hash']}" * bool(data.get("git_hash"))),
+        "backend": str((hydra or {}).get("target", {}).get("model") or conf.get("model") or "?"),
+    }
+    tasks = []
+    for task, res in (data.get("results") or {}).items():
+        m = _TASK.match(task)
+        if not m or "acc,none" not in res:
+            continue
+        bench, with_memory = m.group(1), m.group(2) == "memcollab"
+        sample_file = results_file.parent / f"samples_{task}_{stamp}.jsonl"
+        samples = _read_samples(sample_file) if sample_file.is_file() else ()
+        injected = res.get("memory_injected,none")
+        tasks.append(TaskResult(
+            bench, with_memory, float(res["acc,none"]),
+            int(((data.get("n-samples") or {}).get(task) or {}).get("effective", len(samples))),
+            None if (injected is None or not with_memory) else 1.0 - float(injected), samples))
+        tcfg = (data.get("configs") or {}).get(task, {})
+        gen = dict(tcfg.get("generation_kwargs") or {})
+        if not with_memory or f"protocol[{bench}]" not in settings:
+            settings[f"max_gen_toks[{bench}]"] = _num(gen.pop("max_gen_toks", "?"))
+            settings[f"protocol[{bench}]"] = _short_hash({
+                "doc_to_text": tcfg.get("doc_to_text"), "output_type": tcfg.get("output_type"),
+                "num_fewshot": tcfg.get("num_fewshot"), "repeats": tcfg.get("repeats"), "gen": gen,
+                "version": (data.get("versions") or {}).get(task), "chat_template": data.get("chat_template") is not None,
+                "system_instruction": data.get("system_instruction_sha")})
+            ids = sorted({s.id for s in samples})
+            settings[f"dataset[{bench}]"] = _short_hash(ids) if ids else f"n={tasks[-1].n} (no samples)"
+    if not tasks:
+        return None
+    # Single-turn vs agent runs are never comparable; read from the samples, so lm-eval-only runs
+    # and runs from before the protocol option existed are classified too.
+    settings["mode"] = "agent" if any(s.agent for t in tasks for s in t.samples) else "single-turn"
+    if hydra and "protocol" in hydra:
+        settings["protocol_config"] = _short_hash(hydra["protocol"])
+    return Run(run_dir, results_file, float(data.get("date") or results_file.stat().st_mtime), target, origin, bank,
+               _source(bank, hydra), settings, tuple(tasks))
+
+
+# ---- combining runs (statistics per table: leaderboard_stats) ------------------------------
+
+def differing_keys(a: Run, b: Run) -> list[str]:
+    """Settings that differ between two runs (the backend only matters for the same target)."""
+    keys = [k for k in a.settings if k in b.settings and a.settings[k] != b.settings[k]]
+    return [k for k in keys if k != "backend" or a.target == b.target]
+
+
+def build_leaderboard(paths: Sequence[str | Path], *, iters: int = 1000, seed: int = 0) -> Leaderboard:
+    runs, notes, foreign = [], [], 0
+    for results_file in find_results(paths):
+        try:
+            run = load_run(results_file)
+        except LeaderboardError as exc:  # one broken file must not hide every other run
+            notes.append(f"SKIPPED {exc}")
+            continue
+        foreign += run is None
+        runs += [run] if run is not None else []
+    if foreign:
+        notes.append(f"{foreign} lm-eval results file(s) without memcollab tasks were ignored")
+    if not runs:
+        raise LeaderboardError(f"no lm-eval results with memcollab tasks found under {', '.join(map(str, paths))}"
+                               + "".join(f"; {n}" for n in notes))
+    root = Path(os.path.commonpath([r.path for r in runs])).parent
+    runs = [replace(r, label=os.path.relpath(r.path, root)) for r in runs]
+    twice = {r.label for r in runs if sum(o.label == r.label for o in runs) > 1}  # two results files in one folder
+    runs = [replace(r, label=f"{r.label} ({r.results_file.name})") if r.label in twice else r for r in runs]
+    from memcollab_eval.leaderboard_stats import group_runs, table_rows  # builds on this module's types
+
+    groups = group_runs(runs)
+    names = [chr(ord("A") + i) if len(groups) > 1 else "" for i in range(len(groups))]
+    rows: list[LeaderboardRow] = []
+    tables = []
+    for name, group in zip(names, groups):
+        for target in sorted({r.target for r in group}):
+            members = [r for r in group if r.target == target]
+            tables.append((name, target, members[-1].target_origin))
+            rows += table_rows(name, target, members, iters, seed, notes)
+    settings = {name: {k: "/".join(sorted({r.settings[k] for r in g if k in r.settings}))
+                       for k in sorted({k for r in g for k in r.settings})} for name, g in zip(names, groups)}
+    return Leaderboard(tuple(rows), tuple(tables), tuple((n, tuple(g)) for n, g in zip(names, groups)), settings,
+                       tuple(notes), tuple(runs), iters, seed)
+
+
+if __name__ == "__main__":
+    from memcollab_eval.leaderboard_render import main
+
+    raise SystemExit(main())

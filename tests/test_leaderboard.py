@@ -1,0 +1,213 @@
+"""Leaderboard: golden fixture runs (tests/data/runs, see make_runs.py there), a fresh scripted run,
+the mixed-settings warning, and every output format."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import data_dir
+
+from memcollab_eval.leaderboard import NO_MEMORY, build_leaderboard, load_run
+from memcollab_eval.leaderboard_render import group_warnings, main, render_html, render_markdown
+from memcollab_eval.leaderboard_stats import bootstrap_mean, flips, mcnemar_exact, paired_delta
+
+RUNS = Path(__file__).resolve().parent / "data" / "runs"
+HYDRA_RUNS = RUNS / "qwen25_coder_05b"
+DEMO, NOFILTER = "demo", "demo [model_filter=false]"
+
+# Hand-computed from the per-problem outcomes make_runs.py scripts (4 problems per benchmark):
+# (source, benchmark) -> (accuracy, paired delta vs no memory)
+GOLDEN = {
+    (NO_MEMORY, "math500"): (0.50, None), (NO_MEMORY, "gsm8k"): (0.50, None),
+    (NO_MEMORY, "mbpp"): (0.25, None), (NO_MEMORY, "humaneval"): (0.25, None),
+    (NO_MEMORY, "average"): (0.375, None),
+    (DEMO, "math500"): (0.75, 0.25), (DEMO, "gsm8k"): (0.75, 0.25),
+    (DEMO, "mbpp"): (0.75, 0.50), (DEMO, "humaneval"): (0.0, -0.25),
+    (DEMO, "average"): (0.5625, 0.1875),
+    (NOFILTER, "math500"): (0.25, -0.25), (NOFILTER, "gsm8k"): (0.50, 0.0),
+    (NOFILTER, "mbpp"): (0.50, 0.25), (NOFILTER, "humaneval"): (0.50, 0.25),
+    (NOFILTER, "average"): (0.4375, 0.0625),
+}
+
+
+@pytest.fixture(scope="module")
+def golden():
+    return build_leaderboard([HYDRA_RUNS], iters=500, seed=0)
+
+
+def cells(board) -> dict:
+    return {(r.source, r.benchmark): r for r in board.rows}
+
+
+def test_golden_accuracies_and_paired_deltas(golden):
+    got = cells(golden)
+    assert set(got) == set(GOLDEN)
+    for key, (acc, delta) in GOLDEN.items():
+        row = got[key]
+        assert row.accuracy == pytest.approx(acc), key
+        assert row.target == "qwen25_coder_05b" and row.target_origin == "hydra"
+        if delta is None:
+            assert row.delta_vs_nomemory is None and row.abstain_rate is None
+        else:
+            assert row.delta_vs_nomemory == pytest.approx(delta), key
+            assert row.n_paired == (16 if key[1] == "average" else 4)
+            assert row.delta_ci_low <= row.delta_vs_nomemory <= row.delta_ci_high
+        assert row.ci_low <= row.accuracy <= row.ci_high
+        assert row.n == (16 if key[1] == "average" else 4)
+    # degenerate outcomes give degenerate intervals
+    assert (got[(DEMO, "humaneval")].ci_low, got[(DEMO, "humaneval")].ci_high) == (0.0, 0.0)
+    assert (got[(NOFILTER, "gsm8k")].delta_ci_low, got[(NOFILTER, "gsm8k")].delta_ci_high) == (0.0, 0.0)
+
+
+def test_golden_abstention_and_prompt_length(golden):
+    got = cells(golden)
+    assert [got[(DEMO, b)].abstain_rate for b in ("math500", "gsm8k", "mbpp", "humaneval", "average")] == \
+        pytest.approx([0.25, 0.0, 0.25, 0.0, 0.125])
+    (samples,) = [p for p in (HYDRA_RUNS / "demo").rglob("samples_gsm8k_memcollab_*.jsonl")
+                  if "model_filter: true" in (p.parent.parent / ".hydra" / "config.yaml").read_text()]
+    memories = [json.loads(line)["doc"]["memcollab_memory"] for line in samples.read_text().splitlines()]
+    row = got[(DEMO, "gsm8k")]
+    assert row.tokens_estimated and row.added_prompt_tokens_est == pytest.approx(sum(map(len, memories)) / 4 / 4)
+    assert row.turns in (None, 1.0)  # "-" in fixtures made before memcollab_turns was logged
+    assert got[(NO_MEMORY, "gsm8k")].added_prompt_tokens_est is None
+
+
+def test_repeated_no_memory_runs_use_the_latest_and_say_so(golden):
+    latest = max(golden.runs, key=lambda r: r.date)
+    assert cells(golden)[(NO_MEMORY, "gsm8k")].runs == latest.label
+    assert any("run more than once" in n and "none/" in n for n in golden.notes)
+    assert not group_warnings(golden) and len(golden.groups) == 1
+
+
+def test_lm_eval_cli_run_without_hydra_config():
+    board = build_leaderboard([RUNS / "lm_eval_cli"], iters=200)
+    got = cells(board)
+    assert set(got) == {(NO_MEMORY, "gsm8k"), (NO_MEMORY, "average"), ("bank unknown", "gsm8k"),
+                        ("bank unknown", "average")}
+    row = got[("bank unknown", "gsm8k")]
+    assert (row.target, row.target_origin) == ("scripted-double", "model_args")
+    assert row.accuracy == 0.5 and row.delta_vs_nomemory == 0.25 and got[(NO_MEMORY, "gsm8k")].accuracy == 0.25
+    md = render_markdown(board)
+    assert "NOT recorded by lm-eval" in md and "scripted-double ‡" in md
+
+
+def test_fixture_set_with_different_seeds_warns_and_splits():
+    board = build_leaderboard([RUNS], iters=100)
+    warnings = group_warnings(board)
+    assert len(board.groups) == 2 and len(warnings) == 1
+    assert "differ in seed" in warnings[0] and "1234 vs 0" in warnings[0]
+    md = render_markdown(board)
+    assert md.index("WARNING") < md.index("## qwen25_coder_05b (settings group A)") < md.index("## scripted-double")
+
+
+def test_runs_with_different_limit_and_max_gen_toks_are_not_combined(tmp_path):
+    none_run = next((HYDRA_RUNS / "none").iterdir())
+    demo_run = min((HYDRA_RUNS / "demo").iterdir())
+    shutil.copytree(none_run, tmp_path / "a")
+    shutil.copytree(demo_run, tmp_path / "b")
+    (results,) = (tmp_path / "b").rglob("results_*.json")
+    data = json.loads(results.read_text())
+    data["config"]["limit"] = 5
+    data["configs"]["gsm8k_nomemory"]["generation_kwargs"]["max_gen_toks"] = 256
+    results.write_text(json.dumps(data))
+    board = build_leaderboard([tmp_path], iters=100)
+    (warning,) = group_warnings(board)
+    assert "differ in limit, max_gen_toks[gsm8k]" in warning and "/a" in warning and "/b" in warning
+    assert {g for g, _, _ in board.tables} == {"A", "B"}
+    html = render_html(board)
+    assert html.index("class=warn") < html.index("<h2>")
+
+
+def test_missing_samples_real_token_counts_and_turns(tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(min((HYDRA_RUNS / "demo").iterdir()), run)
+    for path in run.rglob("samples_*_memcollab_*.jsonl"):
+        lines = [json.loads(line) for line in path.read_text().splitlines()]
+        for s in lines:
+            s["doc"]["memcollab_memory_tokens"], s["doc"]["memcollab_turns"] = 10, 2
+        path.write_text("".join(json.dumps(s) + "\n" for s in lines))
+    for path in run.rglob("samples_humaneval_*.jsonl"):
+        path.unlink()
+    got = cells(build_leaderboard([run], iters=100))
+    assert got[(DEMO, "gsm8k")].added_prompt_tokens_est == 10 and not got[(DEMO, "gsm8k")].tokens_estimated
+    assert got[(DEMO, "gsm8k")].turns == 2
+    he = got[(DEMO, "humaneval")]  # aggregate from the results file only: no CI, no pairing
+    assert he.accuracy == 0.0 and he.n == 4 and he.ci_low is None and he.delta_vs_nomemory is None
+    assert he.abstain_rate == 0.0
+
+
+def test_cli_writes_md_csv_html_png(tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    out = tmp_path / "out"
+    assert main([str(HYDRA_RUNS), "--out", str(out), "--bootstrap", "200", "--seed", "3"]) == 0
+    stdout = capsys.readouterr().out
+    assert "| memory source | MATH500 | GSM8K | MBPP | HumanEval | average |" in stdout
+    assert "ESTIMATE (memory characters / 4" in stdout
+    assert stdout == (out / "leaderboard.md").read_text() + "\n"
+    rows = list(csv.DictReader((out / "leaderboard.csv").open()))
+    assert len(rows) == 15 and {r["source"] for r in rows} == {NO_MEMORY, DEMO, NOFILTER}
+    demo_mbpp = next(r for r in rows if (r["source"], r["benchmark"]) == (DEMO, "mbpp"))
+    assert float(demo_mbpp["delta_vs_nomemory"]) == pytest.approx(0.5)
+    html = (out / "leaderboard.html").read_text()
+    assert "<style>" in html and "http" not in html and "<script" not in html and "Δ +50.0" in html
+    assert (out / "deltas.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_cli_errors_without_runs(tmp_path, capsys):
+    assert main([str(tmp_path), "--out", str(tmp_path / "o")]) == 2
+    assert "no lm-eval results with memcollab tasks" in capsys.readouterr().err
+
+
+def test_fresh_multirun_of_the_scripted_double(tmp_path):
+    if not (data_dir() / "gsm8k" / "test.jsonl").exists():
+        pytest.skip(f"offline data not found under {data_dir()}")
+    proc = subprocess.run(
+        [sys.executable, "-m", "memcollab_eval", "-m", "+target=scripted", "+bank=demo,none",
+         "target.identity=qwen25_coder_05b", f"data_dir={data_dir()}", "limit=2", "benchmarks=[gsm8k]",
+         f"output_dir={tmp_path}", r"target.model_args.default='The answer is \boxed{18}.'"],
+        capture_output=True, text=True, timeout=180, cwd=tmp_path, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    board = build_leaderboard([tmp_path], iters=100)
+    assert all("multirun" in str(r.path) for r in board.runs) and len(board.runs) == 2
+    got = cells(board)
+    assert set(got) == {(NO_MEMORY, "gsm8k"), (NO_MEMORY, "average"), (DEMO, "gsm8k"), (DEMO, "average")}
+    assert got[(NO_MEMORY, "gsm8k")].accuracy == 0.5  # problem 0 of GSM8K has the answer 18
+    assert got[(DEMO, "gsm8k")].delta_vs_nomemory == 0.0 and got[(DEMO, "gsm8k")].n_paired == 2
+    run = load_run(next(tmp_path.rglob("results_*.json")))
+    assert run is not None and run.target_origin == "hydra"
+
+
+def test_statistics():
+    assert mcnemar_exact(0, 0) == 1.0 and mcnemar_exact(3, 3) == 1.0
+    assert mcnemar_exact(0, 6) == pytest.approx(2 / 64) and mcnemar_exact(1, 5) == pytest.approx(2 * 7 / 64)
+    f = flips({"a": 1, "b": 0, "c": 1}, {"a": 0, "b": 1, "c": 1, "d": 1})
+    assert (f.fixed, f.broken, f.n) == (("b",), ("a",), 3)
+    est = bootstrap_mean([1, 1, 1, 1], iters=100, seed=0, key="k")
+    assert (est.value, est.low, est.high, est.n) == (1.0, 1.0, 1.0, 4)
+    values = [1, 0] * 50
+    a, b = (bootstrap_mean(values, iters=300, seed=0, key="x") for _ in range(2))
+    assert a == b and 0.35 < a.low < 0.5 < a.high < 0.65  # seeded, and about +-10 points at n=100
+    d = paired_delta([({"p": 1, "q": 1}, {"p": 0, "q": 1, "r": 0})], iters=100, seed=0, key="d")
+    assert (d.value, d.n) == (0.5, 2)
+    assert paired_delta([({"p": 1}, {"q": 1})], iters=10, seed=0, key="e") is None
+    assert bootstrap_mean([0, 1], iters=0, seed=0, key="z").low is None
+
+
+def test_agent_runs_are_not_combined_with_single_turn_runs(tmp_path):
+    shutil.copytree(next((HYDRA_RUNS / "none").iterdir()), tmp_path / "single")
+    shutil.copytree(min((HYDRA_RUNS / "demo").iterdir()), tmp_path / "agent")
+    for path in (tmp_path / "agent").rglob("samples_*.jsonl"):  # as the agent protocol logs its episodes
+        lines = [json.loads(line) for line in path.read_text().splitlines()]
+        for s in lines:
+            s["doc"]["memcollab_episode"], s["doc"]["memcollab_turns"] = {"turns": 3, "stopped": "final"}, 3
+        path.write_text("".join(json.dumps(s) + "\n" for s in lines))
+    board = build_leaderboard([tmp_path], iters=50)
+    (warning,) = group_warnings(board)
+    assert "differ in mode -- mode: single-turn vs agent" in warning
+    assert cells(board)[(DEMO, "gsm8k")].turns == 3
