@@ -262,3 +262,21 @@ def test_execute_returns_what_a_script_printed(sandbox):
     crashed = sandbox.execute("print('before')\nraise ValueError('boom')\n")
     assert crashed.status == "fail" and "before" in crashed.output and "boom" in crashed.detail
     assert sandbox.execute("while True:\n    pass\n", timeout=1.0).status == "timeout"
+
+
+def test_workers_started_from_short_lived_threads_survive(sandbox):
+    """bwrap --die-with-parent follows the starting thread: restarts happen on a spawner thread."""
+    import threading
+
+    def restart_all():
+        for slot in list(sandbox._slots):
+            slot._stop()
+            slot.start()
+
+    thread = threading.Thread(target=restart_all)
+    thread.start()
+    thread.join()
+    time.sleep(0.3)
+    assert all(slot.proc.poll() is None for slot in sandbox._slots)
+    assert_pool_healthy(sandbox)
+    assert_pool_healthy(sandbox)

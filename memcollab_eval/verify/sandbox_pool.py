@@ -104,6 +104,43 @@ def _isolation_from_hello(plan: sandbox_launch.LaunchPlan, layers: dict) -> Isol
     return IsolationReport("weak" if missing else "full", {**found, "landlock_abi": layers.get("landlock_abi", 0)}, missing)
 
 
+class _Spawner:
+    """Starts every worker from one long-lived thread.
+
+    bubblewrap's ``--die-with-parent`` (PR_SET_PDEATHSIG) fires when the *thread* that
+    started it exits, not the process: a worker (re)started from a short-lived thread (a
+    batch's thread pool) would be killed as soon as that thread finished.
+    """
+
+    def __init__(self) -> None:
+        self._requests: queue.Queue = queue.Queue()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def popen(self, argv: list[str], **kwargs: object) -> subprocess.Popen:
+        with self._lock:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._serve, name="memcollab-sandbox-spawner", daemon=True)
+                self._thread.start()
+        done: queue.Queue = queue.Queue(maxsize=1)
+        self._requests.put((argv, kwargs, done))
+        result = done.get()
+        if isinstance(result, BaseException):
+            raise result
+        return result
+
+    def _serve(self) -> None:
+        while True:
+            argv, kwargs, done = self._requests.get()
+            try:
+                done.put(subprocess.Popen(argv, **kwargs))
+            except BaseException as exc:  # reported to the caller's thread
+                done.put(exc)
+
+
+_SPAWNER = _Spawner()
+
+
 class _Slot:
     """One worker process and the request/response stream to it."""
 
@@ -122,7 +159,7 @@ class _Slot:
         self.start()
 
     def start(self) -> None:
-        self.proc = subprocess.Popen(
+        self.proc = _SPAWNER.popen(
             self.plan.argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             start_new_session=True, bufsize=0,
         )
