@@ -4,6 +4,9 @@ and how a response is scored with this project's verifiers.
 One place defines the single-turn protocol (zero-shot chat prompts asking for
 ``\\boxed{}`` or a fenced code block) so that the memory variant and its no-memory twin
 differ in nothing but the memory text, and so that bank building prompts the same way.
+The agent protocol (:mod:`memcollab_eval.agent`) starts from the same prompt; what it
+needs besides (domain, visible example test, setup code) comes from ``agent_fields``, and
+``score_response`` scores an episode's final answer.
 """
 
 from __future__ import annotations
@@ -14,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from memcollab_eval.agent.blocks import doctest_visible_test, import_lines, mbpp_visible_test
+from memcollab_eval.agent.transcript import scored_text
 from memcollab_eval.verify import SandboxConfig, Verdict, check_answer, run_code
 
 MATH_INSTRUCTION = (
@@ -116,6 +121,21 @@ def build_prompt(spec: BenchmarkSpec, doc: dict) -> str:
     return HUMANEVAL_INSTRUCTION.format(prompt=doc["prompt"])
 
 
+def agent_fields(spec: BenchmarkSpec, doc: dict) -> dict[str, str]:
+    """Per-problem facts the agent protocol needs: the domain, the visible example test a
+    solution block is run with (MBPP: the first assert; HumanEval: the first ``>>>`` example
+    as an assert, or "" when it is not parseable) and setup code every run gets (MBPP's
+    ``test_setup_code``, HumanEval's imports). Scoring still uses the full tests."""
+    if spec.domain == "math":
+        return {"memcollab_domain": "math", "memcollab_visible_test": "", "memcollab_setup_code": ""}
+    if spec.name == "mbpp":
+        setup = doc.get("test_setup_code") or ""
+        return {"memcollab_domain": "code", "memcollab_visible_test": mbpp_visible_test(doc["test_list"]),
+                "memcollab_setup_code": setup + "\n" if setup.strip() else ""}
+    return {"memcollab_domain": "code", "memcollab_visible_test": doctest_visible_test(doc["prompt"]),
+            "memcollab_setup_code": import_lines(doc["prompt"])}
+
+
 def gold(spec: BenchmarkSpec, doc: dict) -> str:
     if spec.name == "math500":
         return doc["answer"]
@@ -149,7 +169,9 @@ def code_test(spec: BenchmarkSpec, doc: dict) -> tuple[str, str | None]:
 
 
 def score_response(spec: BenchmarkSpec, doc: dict, response: str, *, sandbox: SandboxConfig | None = None) -> Verdict:
-    """Score one response with the same verifiers that build the bank."""
+    """Score one response with the same verifiers that build the bank; an agent episode's
+    transcript is scored by its final answer."""
+    response = scored_text(response)
     if spec.domain == "math":
         return check_answer(response, gold(spec, doc), kind="gsm8k" if spec.name == "gsm8k" else "math")
     code = extract_code(response)

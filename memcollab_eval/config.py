@@ -13,6 +13,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
 BENCHMARK_NAMES = ("math500", "gsm8k", "mbpp", "humaneval")
+PROTOCOLS = ("single_turn", "agent")
 DEFAULT_TARGET = "qwen25_coder_05b"
 DEFAULT_BANK = "demo"
 
@@ -61,6 +62,31 @@ class SandboxConf:
 
 
 @dataclass
+class AgentConf:
+    """The agent protocol (``protocol=agent``): at most ``max_turns`` assistant replies, each
+    code block's output cut to ``output_chars`` characters, each block stopped after
+    ``block_timeout`` seconds in the sandbox."""
+
+    max_turns: int = 5
+    output_chars: int = 2000
+    block_timeout: float = 10.0
+
+
+def protocol_problems(protocol: str, agent: AgentConf) -> list[str]:
+    """Mistakes in the protocol keys, shared by the evaluate and build commands."""
+    problems = []
+    if protocol not in PROTOCOLS:
+        problems.append(f"protocol {protocol!r} is not one of {list(PROTOCOLS)}")
+    if agent.max_turns < 1:
+        problems.append(f"agent.max_turns must be >= 1, got {agent.max_turns}")
+    if agent.output_chars < 1:
+        problems.append(f"agent.output_chars must be >= 1, got {agent.output_chars}")
+    if agent.block_timeout <= 0:
+        problems.append(f"agent.block_timeout must be > 0, got {agent.block_timeout}")
+    return problems
+
+
+@dataclass
 class EvalConf:
     """The evaluate command: target x bank on a list of benchmarks, with and without memory."""
 
@@ -68,6 +94,8 @@ class EvalConf:
     bank: BankConf = MISSING
     retrieval: RetrievalConf = field(default_factory=RetrievalConf)
     sandbox: SandboxConf = field(default_factory=SandboxConf)
+    protocol: str = "single_turn"  # single_turn | agent
+    agent: AgentConf = field(default_factory=AgentConf)
     benchmarks: list[str] = field(default_factory=lambda: list(BENCHMARK_NAMES))
     limit: Optional[int] = 5
     data_dir: Optional[str] = None

@@ -3,6 +3,10 @@
 Builds the model through lm-eval's registry, the task twins, runs ``simple_evaluate``
 once for all of them, saves lm-eval's own results and samples files (EvaluationTracker,
 as lm-eval's CLI does) and a summary of accuracy with vs without memory.
+
+``protocol=agent`` wraps the model in ``memcollab_agent`` (multi-turn episodes with code
+run in the sandbox) and runs the same tasks without lm-eval's chat templating (the
+wrapper renders each turn itself); the summary then also compares turns.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from memcollab_eval.config import BENCHMARK_NAMES, EvalConf
+from memcollab_eval.config import BENCHMARK_NAMES, EvalConf, protocol_problems
 
 
 class UsageError(Exception):
@@ -29,6 +33,8 @@ class BenchmarkRow:
     abstain_rate: float | None
     no_answer_nomemory: float
     no_answer_memory: float | None
+    turns_nomemory: float = float("nan")
+    turns_memory: float | None = None
 
     @property
     def delta(self) -> float | None:
@@ -41,6 +47,7 @@ def preflight(cfg: EvalConf) -> None:
     unknown = [b for b in cfg.benchmarks if b not in BENCHMARK_NAMES]
     if unknown:
         problems.append(f"unknown benchmark(s) {unknown}; valid: {list(BENCHMARK_NAMES)}")
+    problems.extend(protocol_problems(cfg.protocol, cfg.agent))
     missing = [m for m in cfg.target.requires if importlib.util.find_spec(m) is None]
     if missing:
         problems.append(
@@ -64,8 +71,25 @@ def _gpu_visible() -> bool:
     return bool(torch.cuda.is_available())
 
 
+def sandbox_config(cfg: EvalConf):
+    from memcollab_eval.verify import SandboxConfig
+
+    sb = cfg.sandbox
+    return SandboxConfig(timeout=sb.timeout, memory_mb=sb.memory_mb, workers=sb.workers,
+                         allow_weak_isolation=sb.allow_weak_isolation)
+
+
+def agent_config(cfg: EvalConf):
+    from memcollab_eval.agent import AgentConfig
+
+    a = cfg.agent
+    return AgentConfig(max_turns=a.max_turns, output_chars=a.output_chars, block_timeout=a.block_timeout,
+                       sandbox=sandbox_config(cfg), use_chat_template=cfg.target.apply_chat_template)
+
+
 def build_model(cfg: EvalConf):
-    """Instantiate the target through lm-eval's model registry (so any backend works)."""
+    """Instantiate the target through lm-eval's model registry (so any backend works);
+    under ``protocol=agent`` wrapped in the agent protocol."""
     import lm_eval.models  # noqa: F401
     from lm_eval.api.registry import get_model
 
@@ -75,10 +99,17 @@ def build_model(cfg: EvalConf):
         import memcollab_eval.models.llamacpp_lm  # noqa: F401  (registers llama_cpp)
     model_args = dict(cfg.target.model_args)
     lm = get_model(cfg.target.model).create_from_arg_obj(model_args, {"batch_size": cfg.target.batch_size})
+    name = cfg.target.identity
+    if cfg.protocol == "agent":
+        from memcollab_eval.agent.agent_lm import AgentLM
+
+        lm = AgentLM(lm, agent_config(cfg))
+        a = cfg.agent  # an episode's transcript depends on these: one cache per setting
+        name += f".agent-t{a.max_turns}-o{a.output_chars}-b{a.block_timeout:g}"
     if cfg.use_cache:
         from lm_eval.api.model import CachingLM
 
-        cache = Path(cfg.output_dir) / "cache" / f"{cfg.target.identity}.db"  # lm-eval's key has no model identity
+        cache = Path(cfg.output_dir) / "cache" / f"{name}.db"  # lm-eval's key has no model identity
         cache.parent.mkdir(parents=True, exist_ok=True)
         lm = CachingLM(lm, str(cache))
     return lm
@@ -96,11 +127,7 @@ def build_tasks(cfg: EvalConf) -> list[dict[str, Any]]:
         retrieval = RetrievalConfig(top_k=r.top_k, use_categories=r.use_categories, model_filter=r.model_filter,
                                     min_score=r.min_score, ranker=r.ranker)
         setup = MemorySetup(bank, retrieval, cfg.target.identity)
-    from memcollab_eval.verify import SandboxConfig
-
-    sb = cfg.sandbox
-    sandbox = SandboxConfig(timeout=sb.timeout, memory_mb=sb.memory_mb, workers=sb.workers,
-                            allow_weak_isolation=sb.allow_weak_isolation)
+    sandbox = sandbox_config(cfg)
     tasks = []
     for benchmark in cfg.benchmarks:
         for twin_setup in ([None, setup] if setup is not None else [None]):
@@ -120,9 +147,11 @@ def evaluate(cfg: EvalConf, run_dir: Path) -> list[BenchmarkRow]:
     tracker = EvaluationTracker(output_path=str(run_dir))
     results = simple_evaluate(
         model=lm, tasks=tasks, limit=cfg.limit, log_samples=cfg.log_samples, evaluation_tracker=tracker,
-        apply_chat_template=cfg.target.apply_chat_template, random_seed=cfg.seed, numpy_random_seed=cfg.seed,
+        # the agent wrapper needs the raw prompt: it applies the chat template to every turn itself
+        apply_chat_template=cfg.target.apply_chat_template if cfg.protocol == "single_turn" else False,
+        random_seed=cfg.seed, numpy_random_seed=cfg.seed,
         torch_random_seed=cfg.seed, fewshot_random_seed=cfg.seed, bootstrap_iters=0,
-        metadata={"memcollab": {"target": cfg.target.identity, "bank": cfg.bank.name}},
+        metadata={"memcollab": {"target": cfg.target.identity, "bank": cfg.bank.name, "protocol": cfg.protocol}},
     )
     samples = results.pop("samples", None)
     tracker.save_results_aggregated(results=results, samples=samples)
@@ -147,6 +176,8 @@ def summarize(results: dict, benchmarks: list[str]) -> list[BenchmarkRow]:
             abstain_rate=None if mem is None else 1.0 - mem.get("memory_injected,none", 0.0),
             no_answer_nomemory=plain.get("no_answer,none", float("nan")),
             no_answer_memory=None if mem is None else mem.get("no_answer,none"),
+            turns_nomemory=plain.get("turns,none", float("nan")),
+            turns_memory=None if mem is None else mem.get("turns,none"),
         ))
     return rows
 
@@ -155,12 +186,17 @@ def format_table(rows: list[BenchmarkRow]) -> str:
     def pct(x: float | None) -> str:
         return "-" if x is None else f"{100 * x:.1f}"
 
-    lines = ["| benchmark | n | acc no memory | acc with memory | delta | retrieval abstained | no answer (no mem / mem) |",
-             "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    def turns(x: float | None) -> str:
+        return "-" if x is None or x != x else f"{x:.2f}"
+
+    lines = ["| benchmark | n | acc no memory | acc with memory | delta | retrieval abstained | no answer (no mem / mem) "
+             "| turns (no mem / mem) |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for r in rows:
         delta = "-" if r.delta is None else f"{100 * r.delta:+.1f}"
         lines.append(f"| {r.benchmark} | {r.n} | {pct(r.acc_nomemory)} | {pct(r.acc_memory)} | {delta} | "
-                     f"{pct(r.abstain_rate)} | {pct(r.no_answer_nomemory)} / {pct(r.no_answer_memory)} |")
+                     f"{pct(r.abstain_rate)} | {pct(r.no_answer_nomemory)} / {pct(r.no_answer_memory)} | "
+                     f"{turns(r.turns_nomemory)} / {turns(r.turns_memory)} |")
     return "\n".join(lines)
 
 
@@ -169,7 +205,8 @@ def write_summary(run_dir: Path, cfg: EvalConf, rows: list[BenchmarkRow], usage:
     if usage:
         truncation = sum(bool(u.get("truncated")) for u in usage) / len(usage)
     summary = {
-        "target": cfg.target.identity, "bank": cfg.bank.name, "limit": cfg.limit,
+        "target": cfg.target.identity, "bank": cfg.bank.name, "limit": cfg.limit, "protocol": cfg.protocol,
+        "agent": dict(cfg.agent.__dict__) if cfg.protocol == "agent" else None,
         "rows": [{**r.__dict__, "delta": r.delta} for r in rows],
         "generation_requests": len(usage) if usage else None, "truncation_rate": truncation,
     }
@@ -177,5 +214,6 @@ def write_summary(run_dir: Path, cfg: EvalConf, rows: list[BenchmarkRow], usage:
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     text = format_table(rows)
     if truncation is not None:
-        text += f"\n\ngenerations stopped by the token limit: {100 * truncation:.1f}% of {len(usage)}"
+        what = "model calls (one per turn)" if cfg.protocol == "agent" else "generations"
+        text += f"\n\n{what} stopped by the token limit: {100 * truncation:.1f}% of {len(usage)}"
     (run_dir / "summary.md").write_text(text + "\n")

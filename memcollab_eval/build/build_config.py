@@ -9,7 +9,7 @@ from typing import Any, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
-from memcollab_eval.config import SandboxConf
+from memcollab_eval.config import AgentConf, SandboxConf, protocol_problems
 
 METHOD_KINDS = ("memcollab", "self", "self_contrast")
 
@@ -58,6 +58,8 @@ class BuildConf:
     bank: BuildBankConf = field(default_factory=BuildBankConf)
     gates: GatesConf = field(default_factory=GatesConf)
     sandbox: SandboxConf = field(default_factory=SandboxConf)
+    protocol: str = "single_turn"  # how trajectories are made: single_turn | agent
+    agent: AgentConf = field(default_factory=AgentConf)
     data_dir: Optional[str] = None
     seed: int = 1234
     work_dir: str = MISSING
@@ -94,6 +96,7 @@ class BuildConf:
             errors.append(f"a {self.method.kind} bank is built from exactly one model: sources=[<target>]")
         if self.method.kind == "self_contrast" and (self.method.samples < 2 or self.method.temperature <= 0):
             errors.append("self_contrast needs method.samples >= 2 and method.temperature > 0")
+        errors.extend(protocol_problems(self.protocol, self.agent))
         if len(set(self.sources)) != len(self.sources):
             errors.append(f"sources has duplicates: {self.sources}")
         if not self.data_dir:

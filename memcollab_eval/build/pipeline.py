@@ -5,6 +5,10 @@ sample_idx)`` (or by pair), so a build killed at any moment resumes where it sto
 regenerates nothing; with greedy decoding and a fixed seed the final entries are the same
 bytes as those of an uninterrupted build. Timings and token counts are stored per record,
 so the manifest's construction cost does not depend on how often the build was resumed.
+
+With ``protocol=agent`` each source model runs the agent protocol (multi-turn, code run in
+the sandbox): the stored trajectory text is the episode transcript, the verifier scores its
+final answer, and distillation and the abstraction gate read it as plain dialogue.
 """
 
 from __future__ import annotations
@@ -19,7 +23,8 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from memcollab_eval.benchmarks import build_prompt, get_spec, gold, problem_text, score_response
+from memcollab_eval.agent.transcript import readable
+from memcollab_eval.benchmarks import agent_fields, build_prompt, get_spec, gold, problem_text, score_response
 from memcollab_eval.build.build_config import BuildConf
 from memcollab_eval.build.dedupe import drop_near_duplicates
 from memcollab_eval.build.distill import PROMPT_VERSION, distill_prompt, parse_lessons, prompt_template
@@ -76,14 +81,50 @@ def stage_pool(cfg: BuildConf, work: Path) -> list[PoolProblem]:
     return problems
 
 
+def sandbox_config(cfg: BuildConf) -> SandboxConfig:
+    return SandboxConfig(timeout=cfg.sandbox.timeout, memory_mb=cfg.sandbox.memory_mb, workers=cfg.sandbox.workers,
+                         allow_weak_isolation=cfg.sandbox.allow_weak_isolation)
+
+
+def check_protocol(cfg: BuildConf, work: Path) -> None:
+    """Refuse to mix trajectories of two protocols (or two agent settings) in one work directory.
+
+    Agent builds record their setting in ``trajectories.meta.json``; a directory with
+    trajectories and no such file was made single-turn (single-turn builds write no file,
+    so their work directories stay as they were)."""
+    meta = work / "trajectories.meta.json"
+    wanted: dict[str, Any] = {"protocol": cfg.protocol}
+    if cfg.protocol == "agent":
+        wanted["agent"] = asdict(cfg.agent)
+    have: dict[str, Any] = {"protocol": "single_turn"}
+    if meta.exists():
+        have = json.loads(meta.read_text())
+    elif not (work / "trajectories.jsonl").exists() or not (work / "trajectories.jsonl").stat().st_size:
+        have = wanted
+    if have != wanted:
+        raise PoolError(f"{work} holds trajectories made with {json.dumps(have, sort_keys=True)}, not "
+                        f"{json.dumps(wanted, sort_keys=True)}; use another bank.name or work_dir, or delete {work}")
+    if cfg.protocol == "agent" and not meta.exists():
+        write_atomic(meta, json.dumps(wanted, sort_keys=True))
+
+
 def stage_trajectories(cfg: BuildConf, problems: list[PoolProblem], work: Path, models: ModelCache) -> dict[Key, dict]:
     path = work / "trajectories.jsonl"
+    check_protocol(cfg, work)
     done = {_key(r): r for r in read_records(path, TRAJ_FIELDS)}
     for model in cfg.sources:
         todo = [(p, s) for p in problems for s in range(cfg.method.samples) if (p.id, model, s) not in done]
         if not todo:
             continue
         lm = models.get(model)
+        agent = None
+        if cfg.protocol == "agent":
+            from memcollab_eval.agent import AgentConfig
+            from memcollab_eval.agent.agent_lm import AgentLM
+
+            a = cfg.agent
+            agent = AgentLM(lm, AgentConfig(max_turns=a.max_turns, output_chars=a.output_chars,
+                                            block_timeout=a.block_timeout, sandbox=sandbox_config(cfg)))
         with tqdm(total=len(todo), desc=f"trajectories {model}", unit="problem") as bar:
             for start in range(0, len(todo), cfg.batch_size):
                 batch = todo[start:start + cfg.batch_size]
@@ -91,7 +132,12 @@ def stage_trajectories(cfg: BuildConf, problems: list[PoolProblem], work: Path, 
                 for p, s in batch:  # one request at a time keeps per-sample seeds exact
                     spec = get_spec(p.benchmark)
                     kwargs = cfg.gen_kwargs(spec.max_gen_toks, seed=cfg.seed + 1000 * s)
-                    g = generate(lm, [build_prompt(spec, p.doc)], kwargs)[0]
+                    if agent is None:
+                        g = generate(lm, [build_prompt(spec, p.doc)], kwargs)[0]
+                    else:
+                        from memcollab_eval.agent.agent_lm import agent_generation
+
+                        g = agent_generation(agent, build_prompt(spec, p.doc), agent_fields(spec, p.doc), kwargs)
                     records.append({"problem_id": p.id, "model": model, "sample_idx": s, "text": g.text,
                                     "prompt_tokens": g.prompt_tokens, "completion_tokens": g.completion_tokens,
                                     "truncated": g.truncated, "seconds": round(g.seconds, 3)})
@@ -106,8 +152,7 @@ def stage_verify(cfg: BuildConf, problems: list[PoolProblem], trajs: dict[Key, d
     done = {_key(r): r for r in read_records(path, VERDICT_FIELDS)}
     by_id = {p.id: p for p in problems}
     todo = [k for k in sorted(trajs) if k not in done and k[0] in by_id]
-    sandbox = SandboxConfig(timeout=cfg.sandbox.timeout, memory_mb=cfg.sandbox.memory_mb, workers=cfg.sandbox.workers,
-                            allow_weak_isolation=cfg.sandbox.allow_weak_isolation)
+    sandbox = sandbox_config(cfg)
     for k in tqdm(todo, desc="verify", unit="trajectory", disable=not todo):
         p = by_id[k[0]]
         v = score_response(get_spec(p.benchmark), p.doc, trajs[k]["text"], sandbox=sandbox)
@@ -150,8 +195,8 @@ def stage_distill(cfg: BuildConf, problems: list[PoolProblem], trajs: dict[Key, 
         spec = get_spec(problem.benchmark)
         prompt = distill_prompt(
             domain="math" if spec.domain == "math" else "programming", problem=problem_text(spec, problem.doc),
-            preferred=trajs[pair.preferred]["text"],
-            unpreferred=None if pair.unpreferred is None else trajs[pair.unpreferred]["text"],
+            preferred=readable(trajs[pair.preferred]["text"]),
+            unpreferred=None if pair.unpreferred is None else readable(trajs[pair.unpreferred]["text"]),
             unpreferred_status="fail" if pair.unpreferred is None else verdicts[pair.unpreferred]["status"])
         first = generate(lm, [prompt], kwargs)[0]
         replies, lessons = [first], parse_lessons(first.text)
@@ -185,7 +230,7 @@ def assemble_entries(cfg: BuildConf, problems: list[PoolProblem], trajs: dict[Ke
             continue
         problem = by_id[pair.problem_id]
         spec = get_spec(problem.benchmark)
-        sources = [trajs[k]["text"] for k in (pair.preferred, pair.unpreferred) if k is not None]
+        sources = [readable(trajs[k]["text"]) for k in (pair.preferred, pair.unpreferred) if k is not None]
         for lesson in record["lessons"]:
             verdict = lint_entry(lesson["enforce"], lesson["avoid"], problem=problem_text(spec, problem.doc),
                                  trajectories=sources, gold=gold(spec, problem.doc)) if cfg.gates.lint else None

@@ -1,0 +1,181 @@
+"""Reading an assistant reply: its fenced code blocks, the final-answer markers, and the
+visible example test a code task may show the model.
+
+Why line-based parsing: a reply is read by humans and by this harness, so a fence is a line
+that starts with three backticks (as Markdown renders it). A regex over the whole text can
+take the closing fence of one block for the opening of the next when blocks of other
+languages (``output``) sit between them; a line scanner cannot.
+
+The markers are defined here once and quoted by the protocol instruction:
+
+* math: the reply contains ``\\boxed{`` outside its code blocks;
+* code: a ```python block whose first non-blank line is ``# final`` (any case; a line
+  ``FINAL SOLUTION:`` right before the block is accepted too, for models that label
+  blocks instead of commenting them).
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from dataclasses import dataclass
+
+PYTHON_LANGS = frozenset({"", "python", "py", "python3"})
+FINAL_COMMENT = "# final"
+
+_OPEN = re.compile(r"^\s*```\s*([\w+.-]*)\s*$")
+_CLOSE = re.compile(r"^\s*```\s*$")
+_FINAL_LINE = re.compile(r"^\s*#\s*final\b", re.IGNORECASE)
+_FINAL_LABEL = re.compile(r"^\W*final\s+solution\W*$", re.IGNORECASE)
+_DOCTEST = re.compile(r"^\s*>>>\s?(.*)$")
+
+
+@dataclass(frozen=True)
+class CodeBlock:
+    """One fenced block of a reply. ``closed`` is False for a block cut off by the end of the
+    reply (the token limit); ``final`` says whether it carries the final-solution marker."""
+
+    code: str
+    lang: str
+    closed: bool
+    final: bool
+
+    @property
+    def is_python(self) -> bool:
+        return self.lang.lower() in PYTHON_LANGS
+
+
+def find_blocks(text: str) -> list[CodeBlock]:
+    """Every fenced block of ``text`` in order (any language; see ``CodeBlock.is_python``)."""
+    blocks: list[CodeBlock] = []
+    lines = text.splitlines()
+    i = 0
+    while i < len(lines):
+        opened = _OPEN.match(lines[i])
+        if not opened:
+            i += 1
+            continue
+        label = _previous_nonblank(lines, i)
+        body: list[str] = []
+        j = i + 1
+        while j < len(lines) and not _CLOSE.match(lines[j]):
+            body.append(lines[j])
+            j += 1
+        code = "\n".join(body) + ("\n" if body else "")
+        lang = opened.group(1)
+        first = next((line for line in body if line.strip()), "")
+        final = lang.lower() in PYTHON_LANGS and (bool(_FINAL_LINE.match(first)) or bool(_FINAL_LABEL.match(label)))
+        blocks.append(CodeBlock(code=code, lang=lang, closed=j < len(lines), final=final))
+        i = j + 1
+    return blocks
+
+
+def _previous_nonblank(lines: list[str], index: int) -> str:
+    for line in reversed(lines[:index]):
+        if line.strip():
+            return line
+    return ""
+
+
+def python_blocks(text: str) -> list[CodeBlock]:
+    return [b for b in find_blocks(text) if b.is_python and b.code.strip()]
+
+
+def final_block(text: str) -> CodeBlock | None:
+    """The last python block marked final, if any."""
+    marked = [b for b in python_blocks(text) if b.final]
+    return marked[-1] if marked else None
+
+
+def prose(text: str) -> str:
+    """``text`` without its fenced blocks: where a math answer counts."""
+    out, inside = [], False
+    for line in text.splitlines():
+        if inside:
+            inside = not _CLOSE.match(line)
+        elif _OPEN.match(line):
+            inside = True
+        else:
+            out.append(line)
+    return "\n".join(out)
+
+
+def has_boxed_answer(text: str) -> bool:
+    return "\\boxed" in prose(text)
+
+
+def fenced(code: str) -> str:
+    """A block as the single-turn scorer expects it: ```python ... ```."""
+    return "```python\n" + code + ("" if code.endswith("\n") else "\n") + "```"
+
+
+# ---- the visible example test ----------------------------------------------------------
+
+def mbpp_visible_test(test_list: list[str]) -> str:
+    """MBPP shows its asserts in the prompt; the first one is the example the agent may run."""
+    return test_list[0].strip() + "\n" if test_list else ""
+
+
+def doctest_visible_test(prompt: str) -> str:
+    """The first ``>>>`` example of a HumanEval docstring as an assert, or "" when its
+    expected output is missing or not a Python literal (printed text, several lines of
+    statements): a wrong test is worse feedback than none."""
+    lines = prompt.splitlines()
+    for i, line in enumerate(lines):
+        example = _DOCTEST.match(line)
+        if not example:
+            continue
+        expected: list[str] = []
+        for nxt in lines[i + 1:]:
+            stripped = nxt.strip()
+            if not stripped or _DOCTEST.match(nxt) or stripped.startswith(('"""', "'''")):
+                break
+            expected.append(stripped)
+        expr, want = example.group(1).strip(), " ".join(expected)
+        try:
+            ast.parse(expr, mode="eval")
+            ast.literal_eval(want)
+        except (SyntaxError, ValueError, TypeError, MemoryError, RecursionError):
+            return ""
+        return f"assert {expr} == {want}\n"
+    return ""
+
+
+def import_lines(prompt: str) -> str:
+    """The top-level imports of a HumanEval prompt: the scorer runs the answer after the
+    prompt, so the agent's runs get the same imports."""
+    keep = [line for line in prompt.splitlines() if line.startswith(("import ", "from "))]
+    return "\n".join(keep) + "\n" if keep else ""
+
+
+def tested_function(test: str) -> str | None:
+    """The name of the first function an assert calls (``assert f(1) == 2`` -> ``f``)."""
+    try:
+        tree = ast.parse(test)
+    except SyntaxError:
+        return None
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
+            return node.func.id
+    return None
+
+
+def defines_function(code: str, name: str) -> bool:
+    return re.search(rf"^\s*def\s+{re.escape(name)}\s*\(", code, re.MULTILINE) is not None
+
+
+def explain_assert(test: str) -> str:
+    """Rewrite ``assert a == b`` so a failure prints what the code returned, as pytest would;
+    any other test is returned unchanged."""
+    try:
+        tree = ast.parse(test)
+    except SyntaxError:
+        return test
+    if len(tree.body) != 1 or not isinstance(tree.body[0], ast.Assert) or tree.body[0].msg is not None:
+        return test
+    cond = tree.body[0].test
+    if not (isinstance(cond, ast.Compare) and len(cond.ops) == 1 and isinstance(cond.ops[0], ast.Eq)):
+        return test
+    got, want = ast.unparse(cond.left), ast.unparse(cond.comparators[0])
+    return (f"_memcollab_got = {got}\n"
+            f"assert _memcollab_got == ({want}), 'expected ' + repr({want}) + ', got ' + repr(_memcollab_got)\n")
