@@ -90,15 +90,9 @@ def agent_config(cfg: EvalConf):
 def build_model(cfg: EvalConf):
     """Instantiate the target through lm-eval's model registry (so any backend works);
     under ``protocol=agent`` wrapped in the agent protocol."""
-    import lm_eval.models  # noqa: F401
-    from lm_eval.api.registry import get_model
+    from memcollab_eval.generation import build_lm
 
-    import memcollab_eval.llm.scripted  # noqa: F401  (registers memcollab_scripted)
-
-    if cfg.target.model == "llama_cpp":
-        import memcollab_eval.models.llamacpp_lm  # noqa: F401  (registers llama_cpp)
-    model_args = dict(cfg.target.model_args)
-    lm = get_model(cfg.target.model).create_from_arg_obj(model_args, {"batch_size": cfg.target.batch_size})
+    lm = build_lm(cfg.target)
     name = cfg.target.identity
     if cfg.protocol == "agent":
         from memcollab_eval.agent.agent_lm import AgentLM
