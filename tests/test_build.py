@@ -74,6 +74,19 @@ def test_parse_lessons(reply, expected):
     assert len(parse_lessons(reply)) == expected
 
 
+def test_a_lesson_repeating_a_prompt_example_is_rejected():
+    from memcollab_eval.build.distill import prompt_examples
+
+    examples = prompt_examples()
+    assert len(examples) >= 2
+    enforce, avoid = examples[0][len("enforce "):].split("; avoid ")
+    result = lint_entry(enforce, avoid, problem="Add two numbers.", trajectories=[], examples=examples)
+    assert (result.ok, result.reason) == (False, "copied_example")
+    own = lint_entry("isolating the unknown before dividing both sides", "dividing only one side of an equation",
+                     problem="Solve for x.", trajectories=[], examples=examples)
+    assert own.ok
+
+
 @pytest.mark.parametrize(
     "enforce, avoid, reason",
     [

@@ -13,7 +13,7 @@ import importlib.resources
 import re
 from dataclasses import dataclass
 
-PROMPT_VERSION = "v1"
+PROMPT_VERSION = "v2"  # v1: small summarizers copied its example lessons verbatim
 MAX_LESSONS = 2
 MAX_SOLUTION_CHARS = 2500
 
@@ -44,6 +44,14 @@ def distill_prompt(*, domain: str, problem: str, preferred: str, unpreferred: st
         return prompt_template("self").format(domain=domain, problem=problem.strip(), preferred=_clip(preferred))
     return prompt_template("contrast").format(domain=domain, problem=problem.strip(), preferred=_clip(preferred),
                                               unpreferred=_clip(unpreferred), unpreferred_status=unpreferred_status)
+
+
+def prompt_examples() -> list[str]:
+    """The example lessons shown in the prompts: a lesson that repeats one is not distilled."""
+    lines = []
+    for kind in ("contrast", "self"):
+        lines += [line.strip() for line in prompt_template(kind).splitlines() if line.lower().startswith("enforce ")]
+    return sorted(set(lines))
 
 
 def parse_lessons(reply: str) -> list[Lesson]:

@@ -23,7 +23,7 @@ MIN_CHARS, MAX_CHARS = 25, 320
 @dataclass(frozen=True)
 class LintResult:
     ok: bool
-    reason: str = ""  # one of: number, proper_name, code_identifier, answer, too_short, too_long
+    reason: str = ""  # copied_example, number, proper_name, code_identifier, answer, too_short, too_long
     detail: str = ""
 
 
@@ -45,9 +45,27 @@ def _proper_names(source: str) -> set[str]:
     return {w for w in _WORD.findall(source) if len(w) >= 3 and w[0].isupper() and not w.isupper()} - _SENTENCE_STARTERS
 
 
-def lint_entry(enforce: str, avoid: str, *, problem: str, trajectories: list[str], gold: str = "") -> LintResult:
-    """Decide whether an (enforce, avoid) pair is abstract enough to keep."""
+def _words_of(text: str) -> set[str]:
+    return {w.lower() for w in _WORD.findall(text)}
+
+
+def copies_example(text: str, examples: list[str], threshold: float = 0.7) -> str | None:
+    """The prompt example that ``text`` repeats (word-set Jaccard >= threshold), if any."""
+    words = _words_of(text)
+    for example in examples:
+        other = _words_of(example)
+        if words and other and len(words & other) / len(words | other) >= threshold:
+            return example
+    return None
+
+
+def lint_entry(enforce: str, avoid: str, *, problem: str, trajectories: list[str], gold: str = "",
+               examples: list[str] = ()) -> LintResult:
+    """Decide whether an (enforce, avoid) pair is abstract enough, and the summarizer's own, to keep."""
     text = f"enforce {enforce}; avoid {avoid}"
+    copied_example = copies_example(text, list(examples))
+    if copied_example:
+        return LintResult(False, "copied_example", f"repeats the prompt's example {copied_example!r}")
     if len(enforce) + len(avoid) < MIN_CHARS:
         return LintResult(False, "too_short", text)
     if len(text) > MAX_CHARS:

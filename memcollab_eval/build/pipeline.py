@@ -27,7 +27,9 @@ from memcollab_eval.agent.transcript import readable
 from memcollab_eval.benchmarks import agent_fields, build_prompt, get_spec, gold, problem_text, score_response
 from memcollab_eval.build.build_config import BuildConf
 from memcollab_eval.build.dedupe import drop_near_duplicates
-from memcollab_eval.build.distill import PROMPT_VERSION, distill_prompt, parse_lessons, prompt_template
+from memcollab_eval.build.distill import (
+    PROMPT_VERSION, distill_prompt, parse_lessons, prompt_examples, prompt_template,
+)
 from memcollab_eval.build.entry_lint import lint_entry
 from memcollab_eval.build.pools import PoolError, PoolProblem, build_pool
 from memcollab_eval.build.preference import (
@@ -183,7 +185,9 @@ def pair_id(pair: Pair) -> str:
 def stage_distill(cfg: BuildConf, problems: list[PoolProblem], trajs: dict[Key, dict], verdicts: dict[Key, dict],
                   pairs: list[Pair], work: Path, models: ModelCache) -> dict[str, dict]:
     path = work / "distill.jsonl"
-    done = {r["pair"]: r for r in read_records(path, ("pair", "status", "lessons"))}
+    # a reply made with another prompt version is not reused: the prompt changed
+    done = {r["pair"]: r for r in read_records(path, ("pair", "status", "lessons"))
+            if r.get("prompt_version", "v1") == PROMPT_VERSION}
     todo = [p for p in pairs if pair_id(p) not in done]
     if not todo:
         return done
@@ -204,7 +208,7 @@ def stage_distill(cfg: BuildConf, problems: list[PoolProblem], trajs: dict[Key, 
             retry = generate(lm, [prompt + "\n" + first.text + "\n\n" + prompt_template("retry")], kwargs)[0]
             replies.append(retry)
             lessons = parse_lessons(retry.text)
-        record = {"pair": pair_id(pair), "status": "ok" if lessons else "malformed",
+        record = {"pair": pair_id(pair), "prompt_version": PROMPT_VERSION, "status": "ok" if lessons else "malformed",
                   "lessons": [asdict(x) for x in lessons], "replies": [g.text for g in replies],
                   "seconds": round(sum(g.seconds for g in replies), 3),
                   "completion_tokens": sum(g.completion_tokens or 0 for g in replies),
@@ -223,6 +227,7 @@ def assemble_entries(cfg: BuildConf, problems: list[PoolProblem], trajs: dict[Ke
     by_id = {p.id: p for p in problems}
     rejected: Counter = Counter()
     candidates = []
+    examples = prompt_examples()
     for pair in pairs:
         record = distilled[pair_id(pair)]
         if record["status"] != "ok":
@@ -233,7 +238,8 @@ def assemble_entries(cfg: BuildConf, problems: list[PoolProblem], trajs: dict[Ke
         sources = [readable(trajs[k]["text"]) for k in (pair.preferred, pair.unpreferred) if k is not None]
         for lesson in record["lessons"]:
             verdict = lint_entry(lesson["enforce"], lesson["avoid"], problem=problem_text(spec, problem.doc),
-                                 trajectories=sources, gold=gold(spec, problem.doc)) if cfg.gates.lint else None
+                                 trajectories=sources, gold=gold(spec, problem.doc), examples=examples) \
+                if cfg.gates.lint else None
             if verdict is not None and not verdict.ok:
                 rejected[verdict.reason] += 1
                 continue
