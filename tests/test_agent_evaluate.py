@@ -37,7 +37,7 @@ def agent_run(tmp_path_factory):
         pytest.skip(f"offline data not found under {data_dir()}")
     out = tmp_path_factory.mktemp("agent_run")
     (out / "rules.json").write_text(json.dumps(agent_rules()))
-    cfg = compose_eval(["+target=scripted", "target.identity=qwen25_coder_05b", f"data_dir={data_dir()}",
+    cfg = compose_eval(["+target=scripted", "+bank=demo_handmade", "target.identity=qwen25_coder_05b", f"data_dir={data_dir()}",
                         f"limit={LIMIT}", f"output_dir={out}", "protocol=agent", "agent.max_turns=3"])
     cfg.target.model_args["rules"] = str(out / "rules.json")
     return out, evaluate(cfg, out)

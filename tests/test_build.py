@@ -82,6 +82,9 @@ def test_a_lesson_repeating_a_prompt_example_is_rejected():
     enforce, avoid = examples[0][len("enforce "):].split("; avoid ")
     result = lint_entry(enforce, avoid, problem="Add two numbers.", trajectories=[], examples=examples)
     assert (result.ok, result.reason) == (False, "copied_example")
+    half = lint_entry("considering every case the task allows", examples[1].split("; avoid ")[1], problem="x",
+                      trajectories=[], examples=examples)
+    assert (half.ok, half.reason) == (False, "copied_example")
     own = lint_entry("isolating the unknown before dividing both sides", "dividing only one side of an equation",
                      problem="Solve for x.", trajectories=[], examples=examples)
     assert own.ok
@@ -92,6 +95,8 @@ def test_a_lesson_repeating_a_prompt_example_is_rejected():
     [
         ("computing $20 - $10 before the final step", "forgetting the hat cost", "number"),
         ("tracking what Josh spends in each shop", "mixing up the buyers", "proper_name"),
+        ("working out how much more the hat cost than the scarf", "comparing the two things someone buys",
+         "problem_specific"),
         ("calling min_jumps on each prefix", "recomputing subproblems", "code_identifier"),
         ("checking the answer equals seventeen halves", "stopping early", None),
         ("re-reading which quantity the question asks for", "reporting an intermediate total", None),

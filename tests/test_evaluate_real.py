@@ -18,7 +18,7 @@ def real_run(tmp_path_factory):
     from memcollab_eval.run_eval import evaluate
 
     out = tmp_path_factory.mktemp("real")
-    cfg = compose_eval(["+target=smollm2_135m", "retrieval=no_model_filter", f"data_dir={data_dir()}", "limit=1",
+    cfg = compose_eval(["+target=smollm2_135m", "+bank=demo_handmade", "retrieval=no_model_filter", f"data_dir={data_dir()}", "limit=1",
                         "max_gen_toks=96", f"output_dir={out}", "+target.model_args.n_threads=1"])
     return out, evaluate(cfg, out)
 

@@ -21,7 +21,7 @@ def scripted_run(tmp_path_factory):
         pytest.skip(f"offline data not found under {data_dir()}")
     out = tmp_path_factory.mktemp("run")
     # the demo bank's entries involve the embedded Qwen models: take one's identity
-    cfg = compose_eval(["+target=scripted", "target.identity=qwen25_coder_05b",
+    cfg = compose_eval(["+target=scripted", "+bank=demo_handmade", "target.identity=qwen25_coder_05b",
                         f"data_dir={data_dir()}", "limit=3", f"output_dir={out}"])
     cfg.target.model_args["default"] = ANSWER
     rows = evaluate(cfg, out)
@@ -40,7 +40,7 @@ def test_results_files_and_summary(scripted_run):
     assert [r.benchmark for r in rows] == ["math500", "gsm8k", "mbpp", "humaneval"]
     assert all(r.n == 3 for r in rows)
     summary = json.loads((run_dir / "summary.json").read_text())
-    assert summary["target"] == "qwen25_coder_05b" and summary["bank"] == "demo"
+    assert summary["target"] == "qwen25_coder_05b" and summary["bank"] == "demo_handmade"
 
 
 def test_memory_reaches_the_prompt_only_in_the_memory_variant(scripted_run):

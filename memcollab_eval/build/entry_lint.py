@@ -23,7 +23,7 @@ MIN_CHARS, MAX_CHARS = 25, 320
 @dataclass(frozen=True)
 class LintResult:
     ok: bool
-    reason: str = ""  # copied_example, number, proper_name, code_identifier, answer, too_short, too_long
+    reason: str = ""  # copied_example, number, answer, problem_specific, proper_name, code_identifier, too_short/long
     detail: str = ""
 
 
@@ -49,14 +49,40 @@ def _words_of(text: str) -> set[str]:
     return {w.lower() for w in _WORD.findall(text)}
 
 
+def _halves(lesson: str) -> list[str]:
+    body = lesson.split("enforce", 1)[-1]
+    return [part.strip() for part in body.split("; avoid")]
+
+
+def _jaccard(a: str, b: str) -> float:
+    x, y = _words_of(a), _words_of(b)
+    return len(x & y) / len(x | y) if x and y else 0.0
+
+
 def copies_example(text: str, examples: list[str], threshold: float = 0.7) -> str | None:
-    """The prompt example that ``text`` repeats (word-set Jaccard >= threshold), if any."""
-    words = _words_of(text)
+    """The prompt example that ``text`` (or its enforce or avoid half) repeats, if any:
+    small summarizers copy example halves as well as whole examples."""
     for example in examples:
-        other = _words_of(example)
-        if words and other and len(words & other) / len(words | other) >= threshold:
+        if any(_jaccard(mine, theirs) >= threshold for mine in _halves(text) for theirs in _halves(example)):
             return example
     return None
+
+
+_COMMON = {
+    "that", "this", "with", "from", "into", "each", "every", "when", "before", "after", "than", "then", "them",
+    "they", "their", "there", "which", "what", "avoid", "enforce", "only", "also", "without", "while", "over",
+    "under", "more", "less", "same", "other", "both", "first", "last", "number", "numbers", "value", "values",
+    "total", "result", "answer", "final", "step", "steps", "problem", "question", "given", "correct", "correctly",
+    "check", "checking", "make", "sure", "using", "use", "find", "finding", "calculate", "calculating", "list",
+    "function", "return", "string", "input", "output", "element", "elements",
+}
+
+
+def problem_specific_words(text: str, problem: str) -> list[str]:
+    """Content words of the lesson that come from the problem's own story (e.g. "cats",
+    "shelter", "adopted"): a lesson built from them does not transfer."""
+    mine = {w for w in _words_of(text) if len(w) >= 4 and w not in _COMMON}
+    return sorted(mine & _words_of(problem))
 
 
 def lint_entry(enforce: str, avoid: str, *, problem: str, trajectories: list[str], gold: str = "",
@@ -77,6 +103,9 @@ def lint_entry(enforce: str, avoid: str, *, problem: str, trajectories: list[str
     gold_clean = gold.strip().strip("$").strip()
     if len(gold_clean) >= 2 and gold_clean.lower() in text.lower():
         return LintResult(False, "answer", f"restates the answer {gold_clean!r}")
+    story = problem_specific_words(text, problem)
+    if len(story) >= 3:
+        return LintResult(False, "problem_specific", f"built from the problem's own words {story}")
     names = sorted(set(_WORD.findall(text)) & _proper_names(problem))
     if names:
         return LintResult(False, "proper_name", f"copies {names} from its problem")
