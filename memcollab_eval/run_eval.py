@@ -148,6 +148,10 @@ def evaluate(cfg: EvalConf, run_dir: Path) -> list[BenchmarkRow]:
         metadata={"memcollab": {"target": cfg.target.identity, "bank": cfg.bank.name, "protocol": cfg.protocol}},
     )
     samples = results.pop("samples", None)
+    # lm-eval names the results folder after model_args, which an LM instance does not have
+    # (it would pick a random id): name it after the target instead.
+    tracker.general_config_tracker.model_name = cfg.target.identity
+    tracker.general_config_tracker.model_name_sanitized = cfg.target.identity.replace("/", "__")
     tracker.save_results_aggregated(results=results, samples=samples)
     if samples is not None:
         for name in results["configs"]:
