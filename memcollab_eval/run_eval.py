@@ -89,7 +89,8 @@ def agent_config(cfg: EvalConf):
 
 def build_model(cfg: EvalConf):
     """Instantiate the target through lm-eval's model registry (so any backend works);
-    under ``protocol=agent`` wrapped in the agent protocol."""
+    under ``protocol=agent`` wrapped in the agent protocol. Returns the model and the
+    request-cache path to hand to ``simple_evaluate`` (None when caching is off)."""
     from memcollab_eval.generation import build_lm
 
     lm = build_lm(cfg.target)
@@ -100,13 +101,11 @@ def build_model(cfg: EvalConf):
         lm = AgentLM(lm, agent_config(cfg))
         a = cfg.agent  # an episode's transcript depends on these: one cache per setting
         name += f".agent-t{a.max_turns}-o{a.output_chars}-b{a.block_timeout:g}"
-    if cfg.use_cache:
-        from lm_eval.api.model import CachingLM
-
-        cache = Path(cfg.output_dir) / "cache" / f"{name}.db"  # lm-eval's key has no model identity
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        lm = CachingLM(lm, str(cache))
-    return lm
+    if not cfg.use_cache:
+        return lm, None
+    cache = Path(cfg.output_dir) / "cache" / name  # lm-eval's cache key has no model identity: one file per target
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    return lm, str(cache)
 
 
 def build_tasks(cfg: EvalConf) -> list[dict[str, Any]]:
@@ -136,11 +135,11 @@ def evaluate(cfg: EvalConf, run_dir: Path) -> list[BenchmarkRow]:
     from lm_eval.loggers import EvaluationTracker
 
     preflight(cfg)
-    lm = build_model(cfg)
+    lm, cache = build_model(cfg)
     tasks = build_tasks(cfg)
     tracker = EvaluationTracker(output_path=str(run_dir))
     results = simple_evaluate(
-        model=lm, tasks=tasks, limit=cfg.limit, log_samples=cfg.log_samples, evaluation_tracker=tracker,
+        model=lm, tasks=tasks, limit=cfg.limit, log_samples=cfg.log_samples, evaluation_tracker=tracker, use_cache=cache,
         # the agent wrapper needs the raw prompt: it applies the chat template to every turn itself
         apply_chat_template=cfg.target.apply_chat_template if cfg.protocol == "single_turn" else False,
         random_seed=cfg.seed, numpy_random_seed=cfg.seed,

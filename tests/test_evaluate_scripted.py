@@ -67,3 +67,22 @@ def test_verifiers_scored_every_sample(scripted_run):
     assert [s["acc"] for s in gsm] == [1.0 if s["doc"]["answer"].split("####")[-1].strip() == "18" else 0.0 for s in gsm]
     code = load_samples(run_dir, "humaneval_nomemory")
     assert all(s["doc"]["memcollab_verdict"]["status"] == "fail" for s in code)
+
+
+def test_request_cache_is_per_target_and_replays_responses(tmp_path):
+    from memcollab_eval.run_eval import evaluate
+
+    def run(answer: str, identity: str) -> dict:
+        cfg = compose_eval(["+target=scripted", "+bank=none", f"target.identity={identity}", "use_cache=true",
+                            f"data_dir={data_dir()}", "limit=1", "benchmarks=[gsm8k]", f"output_dir={tmp_path}"])
+        cfg.target.model_args["default"] = answer
+        out = tmp_path / f"run-{identity}-{answer[-4:]}"
+        evaluate(cfg, out)
+        return load_samples(out, "gsm8k_nomemory")[0]
+
+    first = run("The answer is $\\boxed{18}$.", "model_a")
+    replayed = run("The answer is $\\boxed{99}$.", "model_a")
+    other = run("The answer is $\\boxed{99}$.", "model_b")
+    assert first["resps"] == replayed["resps"]  # served from model_a's cache
+    assert other["resps"] != first["resps"]  # model_b has a cache of its own
+    assert sorted(p.name for p in (tmp_path / "cache").iterdir())[:2] == ["model_a_rank0.db", "model_b_rank0.db"]
