@@ -22,19 +22,7 @@ _EMBEDDED_EXPORTS = (
     "resolve_model",
 )
 
-__all__ = [
-    "EMBEDDED_MODELS",
-    "LLAMA_CPP_MODEL_NAME",
-    "LlamaCppLM",
-    "ChecksumMismatchError",
-    "EmbeddedModel",
-    "EmbeddedModelError",
-    "MissingPackagesError",
-    "cache_dir",
-    "ensure_model",
-    "register_lm_eval_models",
-    "resolve_model",
-]
+__all__ = [*_EMBEDDED_EXPORTS, "LLAMA_CPP_MODEL_NAME", "LlamaCppLM", "register_lm_eval_models"]
 
 LLAMA_CPP_MODEL_NAME = "llama_cpp"
 _LLAMA_CPP_TARGET = "memcollab_eval.models.llamacpp_lm:LlamaCppLM"
