@@ -267,3 +267,51 @@ def test_build_config_errors(args, message, tmp_path):
     proc = subprocess.run([sys.executable, "-m", "memcollab_eval.build", *args, f"data_dir={tmp_path}",
                            f"work_dir={tmp_path}/w"], capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert proc.returncode == 2 and message in proc.stderr, proc.stderr
+
+
+def test_heldout_validation_drops_categories_whose_memory_hurts(built, tmp_path):
+    """A target that answers correctly without memory and wrongly with it: every category
+    group breaks problems, so validation drops it; a target memory cannot hurt keeps all."""
+    from memcollab_eval.bank import load_bank
+    from memcollab_eval.benchmarks import get_spec, problem_text
+    from memcollab_eval.build import validate
+    from memcollab_eval.retrieve import MEMORY_HEADER
+
+    tmp, paths = built
+    bank = load_bank(tmp / "bank")
+    pool = [json.loads(x) for x in (tmp / "work" / "pool.jsonl").read_text().splitlines()]
+    from memcollab_eval.build.pools import PoolProblem
+
+    heldout = validate.heldout_problems({"math_train": 2, "gsm8k_train": 2, "mbpp_train": 2},
+                                        [PoolProblem.from_dict(p) for p in pool], str(data_dir()), 1234,
+                                        {e.category for e in bank.entries}, 3)
+    rules = [[MEMORY_HEADER, "The answer is $\\boxed{-7}$."]]
+    for problems in heldout.values():
+        for p in problems:
+            key = problem_text(get_spec(p.benchmark), p.doc)[:80]
+            if p.benchmark == "mbpp":
+                rules.append([key, f"```python\n{p.doc['code']}\n```"])
+            else:
+                answer = p.doc["answer"] if p.benchmark == "math500" else p.doc["answer"].split("####")[-1].strip()
+                rules.append([key, f"So the answer is $\\boxed{{{answer}}}$."])
+    (tmp_path / "fragile_rules.json").write_text(json.dumps(rules))
+    fragile = tmp_path / "fragile.yaml"
+    fragile.write_text(json.dumps({"identity": "fragile", "model": "memcollab_scripted",
+                                   "model_args": {"rules": str(tmp_path / "fragile_rules.json")}}))
+    for target, expect_kept in ((str(fragile), 0), (paths["strong"], len(bank.entries))):
+        work = tmp_path / f"work-{Path(target).stem}"
+        work.mkdir()
+        for f in ("pool.jsonl", "pool.meta.json", "pool.excluded.json", "trajectories.jsonl",
+                  "trajectories.meta.json", "verdicts.jsonl", "distill.jsonl"):
+            if (tmp / "work" / f).exists():
+                (work / f).write_bytes((tmp / "work" / f).read_bytes())
+        out = tmp_path / f"bank-{Path(target).stem}"
+        cmd = build_cmd(paths, work, out) + ["gates.validate=true", f"gates.validate_target={target}"]
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        validated = load_bank(out)
+        groups = validated.manifest.config["stats"]["validation"]["groups"]
+        assert len(validated.entries) == expect_kept, groups
+        assert sum(g["problems"] for g in groups.values()) > 0
+        if expect_kept == 0:
+            assert all(g["broken"] > 0 and not g["kept"] for g in groups.values() if g["problems"])

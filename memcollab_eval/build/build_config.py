@@ -39,6 +39,11 @@ class MethodConf:
 class GatesConf:
     lint: bool = True  # the abstraction gate (numbers, names, identifiers, answers)
     near_duplicate_threshold: float = 0.9
+    # held-out validation: try each category's entries on a few unseen training problems with
+    # the target, with and without them, and drop a category whose entries break more than they fix
+    validate: bool = False
+    validate_target: Optional[str] = None  # a target config name; default: the weakest source (last)
+    validate_per_category: int = 3
 
 
 @dataclass
@@ -78,6 +83,9 @@ class BuildConf:
         if sample:
             kwargs["seed"] = seed
         return kwargs
+
+    def validation_target(self) -> str:
+        return self.gates.validate_target or self.sources[-1]
 
     def out_dir(self) -> Path:
         return Path(self.bank.out_dir or Path("banks") / self.bank.name)

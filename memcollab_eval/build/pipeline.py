@@ -284,6 +284,25 @@ def build_stats(cfg: BuildConf, problems: list[PoolProblem], trajs: dict[Key, di
     }
 
 
+def stage_validate(cfg: BuildConf, problems: list[PoolProblem], entries: list[dict], work: Path,
+                   models: ModelCache) -> tuple[list[dict], dict]:
+    """The optional held-out gate (single-turn prompts): returns kept entries, renumbered."""
+    from memcollab_eval.build import validate
+
+    categories = {e["category"] for e in entries}
+    heldout = validate.heldout_problems(cfg.pool_sizes(), problems, cfg.data_dir, cfg.seed, categories,
+                                        cfg.gates.validate_per_category)
+    lm = models.get(cfg.validation_target())
+    results = validate.validate_groups(
+        entries, heldout, lambda prompts, kw: [g.text for g in generate(lm, prompts, kw)], work,
+        lambda spec: cfg.gen_kwargs(spec.max_gen_toks, seed=cfg.seed), sandbox_config(cfg))
+    kept = [e for e in entries if results[e["category"]].keep]
+    renumbered = [{**e, "id": f"{cfg.bank.name}-{i:04d}"} for i, e in enumerate(kept, start=1)]
+    report = validate.summary(results)
+    report["_dropped_entries"] = len(entries) - len(kept)
+    return renumbered, report
+
+
 def run_build(cfg: BuildConf) -> dict:
     """Run (or resume) every stage and write the bank; returns the build statistics."""
     from memcollab_eval.bank import save_bank
@@ -300,7 +319,13 @@ def run_build(cfg: BuildConf) -> dict:
     distilled = stage_distill(cfg, problems, trajs, verdicts, pairs, work, models)
     identities = {name: load_target(name).identity for name in {*cfg.sources, cfg.summarizer}}
     entries, rejected = assemble_entries(cfg, problems, trajs, pairs, distilled, identities)
+    validation = None
+    if cfg.gates.validate and entries:
+        entries, validation = stage_validate(cfg, problems, entries, work, models)
+        rejected["failed_validation"] = validation.pop("_dropped_entries")
     stats = build_stats(cfg, problems, trajs, verdicts, skipped, distilled, entries, rejected)
+    if validation is not None:
+        stats["validation"] = {"target": load_target(cfg.validation_target()).identity, "groups": validation}
     stats["wall_seconds_this_invocation"] = round(time.time() - started, 1)
     save_bank(cfg.out_dir(), entries, name=cfg.bank.name, version=cfg.bank.version,
               sources=[identities[s] for s in cfg.sources], summarizer=identities[cfg.summarizer], config={"build": cfg.as_dict(), "stats": stats}, notes=cfg.bank.notes)
