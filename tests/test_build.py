@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, data_dir
+from conftest import data_dir
 from memcollab_eval.build.distill import parse_lessons
 from memcollab_eval.build.entry_lint import lint_entry
 from memcollab_eval.build.pools import PoolError, PoolProblem, build_pool, check_leakage
@@ -132,12 +132,10 @@ def test_pool_excludes_evaluation_problems_and_refuses_leaks(tmp_path):
 
 # ---- end-to-end with scripted test doubles -------------------------------------------
 
-def write_doubles(tmp: Path, delay: float = 0.0) -> dict[str, str]:
-    """A strong double that answers every tiny-pool problem correctly, a weak one that never
-    does, and a summarizer double: returns the target config paths."""
+def oracle_rules(problems) -> list[list[str]]:
+    """Scripted-double rules that answer each given problem with its reference solution."""
     from memcollab_eval.benchmarks import get_spec, problem_text
 
-    problems = build_pool({"math_train": 2, "gsm8k_train": 2, "mbpp_train": 2}, str(data_dir()), 1234)
     rules = []
     for p in problems:
         key = problem_text(get_spec(p.benchmark), p.doc)[:80]
@@ -146,7 +144,16 @@ def write_doubles(tmp: Path, delay: float = 0.0) -> dict[str, str]:
         else:
             answer = p.doc["answer"] if p.benchmark == "math500" else p.doc["answer"].split("####")[-1].strip()
             rules.append([key, f"So the answer is $\\boxed{{{answer}}}$."])
-    (tmp / "strong_rules.json").write_text(json.dumps(rules))
+    return rules
+
+
+def write_doubles(tmp: Path, delay: float = 0.0) -> dict[str, str]:
+    """A strong double that answers every tiny-pool problem correctly, a weak one that never
+    does, and a summarizer double: returns the target config paths."""
+    from memcollab_eval.benchmarks import get_spec, problem_text
+
+    problems = build_pool({"math_train": 2, "gsm8k_train": 2, "mbpp_train": 2}, str(data_dir()), 1234)
+    (tmp / "strong_rules.json").write_text(json.dumps(oracle_rules(problems)))
     summary_rules = [
         ["PROBLEM:\n" + problem_text(get_spec(problems[0].benchmark), problems[0].doc)[:60], "No lessons here, sorry."],
         ["programming problem", "enforce checking the function on the smallest inputs the task allows; "
@@ -273,7 +280,6 @@ def test_heldout_validation_drops_categories_whose_memory_hurts(built, tmp_path)
     """A target that answers correctly without memory and wrongly with it: every category
     group breaks problems, so validation drops it; a target memory cannot hurt keeps all."""
     from memcollab_eval.bank import load_bank
-    from memcollab_eval.benchmarks import get_spec, problem_text
     from memcollab_eval.build import validate
     from memcollab_eval.retrieve import MEMORY_HEADER
 
@@ -285,15 +291,8 @@ def test_heldout_validation_drops_categories_whose_memory_hurts(built, tmp_path)
     heldout = validate.heldout_problems({"math_train": 2, "gsm8k_train": 2, "mbpp_train": 2},
                                         [PoolProblem.from_dict(p) for p in pool], str(data_dir()), 1234,
                                         {e.category for e in bank.entries}, 3)
-    rules = [[MEMORY_HEADER, "The answer is $\\boxed{-7}$."]]
-    for problems in heldout.values():
-        for p in problems:
-            key = problem_text(get_spec(p.benchmark), p.doc)[:80]
-            if p.benchmark == "mbpp":
-                rules.append([key, f"```python\n{p.doc['code']}\n```"])
-            else:
-                answer = p.doc["answer"] if p.benchmark == "math500" else p.doc["answer"].split("####")[-1].strip()
-                rules.append([key, f"So the answer is $\\boxed{{{answer}}}$."])
+    # the memory rule comes first, so it wins whenever memory is in the prompt
+    rules = [[MEMORY_HEADER, "The answer is $\\boxed{-7}$."]] + oracle_rules(p for ps in heldout.values() for p in ps)
     (tmp_path / "fragile_rules.json").write_text(json.dumps(rules))
     fragile = tmp_path / "fragile.yaml"
     fragile.write_text(json.dumps({"identity": "fragile", "model": "memcollab_scripted",
