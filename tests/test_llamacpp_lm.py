@@ -8,8 +8,6 @@ anything else is busy (parallel test workers, benchmarks) can be ten times slowe
 
 from __future__ import annotations
 
-import importlib.metadata as md
-import importlib.util
 import json
 import math
 import os
