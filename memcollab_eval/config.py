@@ -60,6 +60,13 @@ class SandboxConf:
     workers: int = 2
     allow_weak_isolation: bool = False
 
+    def runtime(self):
+        """The verifier's own config (evaluate and build share this conversion)."""
+        from memcollab_eval.verify import SandboxConfig
+
+        return SandboxConfig(timeout=self.timeout, memory_mb=self.memory_mb, workers=self.workers,
+                             allow_weak_isolation=self.allow_weak_isolation)
+
 
 @dataclass
 class AgentConf:
@@ -70,6 +77,13 @@ class AgentConf:
     max_turns: int = 5
     output_chars: int = 2000
     block_timeout: float = 10.0
+
+    def runtime(self, sandbox: SandboxConf, **extra: Any):
+        """The agent protocol's own config (evaluate and build share this conversion)."""
+        from memcollab_eval.agent import AgentConfig
+
+        return AgentConfig(max_turns=self.max_turns, output_chars=self.output_chars,
+                           block_timeout=self.block_timeout, sandbox=sandbox.runtime(), **extra)
 
 
 def protocol_problems(protocol: str, agent: AgentConf) -> list[str]:

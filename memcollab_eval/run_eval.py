@@ -71,20 +71,8 @@ def _gpu_visible() -> bool:
     return bool(torch.cuda.is_available())
 
 
-def sandbox_config(cfg: EvalConf):
-    from memcollab_eval.verify import SandboxConfig
-
-    sb = cfg.sandbox
-    return SandboxConfig(timeout=sb.timeout, memory_mb=sb.memory_mb, workers=sb.workers,
-                         allow_weak_isolation=sb.allow_weak_isolation)
-
-
 def agent_config(cfg: EvalConf):
-    from memcollab_eval.agent import AgentConfig
-
-    a = cfg.agent
-    return AgentConfig(max_turns=a.max_turns, output_chars=a.output_chars, block_timeout=a.block_timeout,
-                       sandbox=sandbox_config(cfg), use_chat_template=cfg.target.apply_chat_template)
+    return cfg.agent.runtime(cfg.sandbox, use_chat_template=cfg.target.apply_chat_template)
 
 
 def build_model(cfg: EvalConf):
@@ -120,7 +108,7 @@ def build_tasks(cfg: EvalConf) -> list[dict[str, Any]]:
         retrieval = RetrievalConfig(top_k=r.top_k, use_categories=r.use_categories, model_filter=r.model_filter,
                                     min_score=r.min_score, ranker=r.ranker)
         setup = MemorySetup(bank, retrieval, cfg.target.identity)
-    sandbox = sandbox_config(cfg)
+    sandbox = cfg.sandbox.runtime()
     tasks = []
     for benchmark in cfg.benchmarks:
         for twin_setup in ([None, setup] if setup is not None else [None]):

@@ -38,7 +38,6 @@ from memcollab_eval.build.preference import (
 from memcollab_eval.categorize import predict_math_subject
 from memcollab_eval.generation import build_lm, generate, load_target
 from memcollab_eval.jsonl_store import append_records, read_records, write_atomic
-from memcollab_eval.verify import SandboxConfig
 
 log = logging.getLogger(__name__)
 TRAJ_FIELDS = ("problem_id", "model", "sample_idx", "text")
@@ -83,11 +82,6 @@ def stage_pool(cfg: BuildConf, work: Path) -> list[PoolProblem]:
     return problems
 
 
-def sandbox_config(cfg: BuildConf) -> SandboxConfig:
-    return SandboxConfig(timeout=cfg.sandbox.timeout, memory_mb=cfg.sandbox.memory_mb, workers=cfg.sandbox.workers,
-                         allow_weak_isolation=cfg.sandbox.allow_weak_isolation)
-
-
 def check_protocol(cfg: BuildConf, work: Path) -> None:
     """Refuse to mix trajectories of two protocols (or two agent settings) in one work directory.
 
@@ -121,12 +115,9 @@ def stage_trajectories(cfg: BuildConf, problems: list[PoolProblem], work: Path, 
         lm = models.get(model)
         agent = None
         if cfg.protocol == "agent":
-            from memcollab_eval.agent import AgentConfig
             from memcollab_eval.agent.agent_lm import AgentLM
 
-            a = cfg.agent
-            agent = AgentLM(lm, AgentConfig(max_turns=a.max_turns, output_chars=a.output_chars,
-                                            block_timeout=a.block_timeout, sandbox=sandbox_config(cfg)))
+            agent = AgentLM(lm, cfg.agent.runtime(cfg.sandbox))
         with tqdm(total=len(todo), desc=f"trajectories {model}", unit="problem") as bar:
             for start in range(0, len(todo), cfg.batch_size):
                 batch = todo[start:start + cfg.batch_size]
@@ -154,7 +145,7 @@ def stage_verify(cfg: BuildConf, problems: list[PoolProblem], trajs: dict[Key, d
     done = {_key(r): r for r in read_records(path, VERDICT_FIELDS)}
     by_id = {p.id: p for p in problems}
     todo = [k for k in sorted(trajs) if k not in done and k[0] in by_id]
-    sandbox = sandbox_config(cfg)
+    sandbox = cfg.sandbox.runtime()
     for k in tqdm(todo, desc="verify", unit="trajectory", disable=not todo):
         p = by_id[k[0]]
         v = score_response(get_spec(p.benchmark), p.doc, trajs[k]["text"], sandbox=sandbox)
@@ -295,7 +286,7 @@ def stage_validate(cfg: BuildConf, problems: list[PoolProblem], entries: list[di
     lm = models.get(cfg.validation_target())
     results = validate.validate_groups(
         entries, heldout, lambda prompts, kw: [g.text for g in generate(lm, prompts, kw)], work,
-        lambda spec: cfg.gen_kwargs(spec.max_gen_toks, seed=cfg.seed), sandbox_config(cfg))
+        lambda spec: cfg.gen_kwargs(spec.max_gen_toks, seed=cfg.seed), cfg.sandbox.runtime())
     kept = [e for e in entries if results[e["category"]].keep]
     renumbered = [{**e, "id": f"{cfg.bank.name}-{i:04d}"} for i, e in enumerate(kept, start=1)]
     report = validate.summary(results)
