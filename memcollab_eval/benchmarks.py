@@ -11,6 +11,7 @@ needs besides (domain, visible example test, setup code) comes from ``agent_fiel
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 from dataclasses import dataclass
@@ -84,20 +85,20 @@ def dataset_fields(spec: BenchmarkSpec, data_dir: str | None) -> dict[str, Any]:
     return {"dataset_path": spec.hub_path, "dataset_name": spec.hub_name, "test_split": spec.hub_split}
 
 
-def problem_id(spec: BenchmarkSpec, doc: dict) -> str:
+def problem_id(spec: BenchmarkSpec, doc: dict, split: str = "test") -> str:
+    """A stable id; GSM8K rows have none, so theirs is a hash of the question (``split`` names
+    which GSM8K split the row came from: bank pools use ``train``)."""
     if spec.name == "math500":
         return str(doc["unique_id"])
     if spec.name == "gsm8k":
-        return f"gsm8k/test/{abs(hash_text(doc['question'])) % 10**10}"
+        return f"gsm8k/{split}/{hash_text(doc['question']) % 10**10}"
     if spec.name == "mbpp":
         return f"mbpp/{doc['task_id']}"
     return str(doc["task_id"])
 
 
 def hash_text(text: str) -> int:
-    """A stable (not PYTHONHASHSEED-dependent) integer hash of a string."""
-    import hashlib
-
+    """A stable (not PYTHONHASHSEED-dependent), non-negative integer hash of a string."""
     return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big")
 
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from memcollab_eval.benchmarks import get_spec, problem_text
+from memcollab_eval.benchmarks import get_spec, problem_id, problem_text
 from memcollab_eval.categorize import categorize
 
 # source name -> (benchmark whose prompt/scorer it uses, local files relative to the data dir)
@@ -68,12 +68,16 @@ def _read_jsonl(path: Path) -> list[dict[str, Any]]:
 def _as_benchmark_row(source: str, row: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     """(problem id, row in the benchmark's schema)."""
     if source == "math_train":
-        return row["unique_id"], {**row, "subject": row.get("subject", row.get("type", ""))}
-    if source == "gsm8k_train":
-        from memcollab_eval.benchmarks import hash_text
+        row = {**row, "subject": row.get("subject", row.get("type", ""))}
+    return problem_id(get_spec(POOL_SOURCES[source][0]), row, split="train"), row
 
-        return f"gsm8k/train/{hash_text(row['question']) % 10**10}", row
-    return f"mbpp/{row['task_id']}", row
+
+def categorized(source: str, pid: str, row: dict[str, Any]) -> PoolProblem:
+    """A training row as a pool problem, with the categorizer evaluation uses (MATH: its subject)."""
+    spec = get_spec(POOL_SOURCES[source][0])
+    cat = categorize(problem_text(spec, row), domain=spec.domain, benchmark=spec.name,
+                     subject=row.get("subject") if spec.name == "math500" else None)
+    return PoolProblem(pid, spec.name, source, cat.category, cat.subcategory, row)
 
 
 def load_source(source: str, data_dir: str) -> list[tuple[str, dict[str, Any]]]:
@@ -132,11 +136,7 @@ def build_pool(sizes: dict[str, int | None], data_dir: str, seed: int,
             excluded[source] = [pid for pid, _ in overlap]
         if size is not None and size < len(rows):
             rows = random.Random(f"{seed}:{source}").sample(rows, size)
-        benchmark = spec.name
-        for pid, row in rows:
-            cat = categorize(problem_text(spec, row), domain=spec.domain, benchmark=benchmark,
-                             subject=row.get("subject") if benchmark == "math500" else None)
-            problems.append(PoolProblem(pid, benchmark, source, cat.category, cat.subcategory, row))
+        problems.extend(categorized(source, pid, row) for pid, row in rows)
     if not problems:
         raise PoolError(f"the pool is empty: every source size is 0 ({sizes})")
     ids = [p.id for p in problems]

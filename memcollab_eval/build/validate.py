@@ -16,8 +16,7 @@ from pathlib import Path
 
 from memcollab_eval.bank import BankManifest, MemoryBank, entry_from_dict
 from memcollab_eval.benchmarks import build_prompt, get_spec, problem_text, score_response
-from memcollab_eval.build.pools import POOL_SOURCES, PoolProblem, eval_texts, load_source, normalise
-from memcollab_eval.categorize import categorize
+from memcollab_eval.build.pools import POOL_SOURCES, PoolProblem, categorized, eval_texts, load_source, normalise
 from memcollab_eval.jsonl_store import append_records, read_records
 from memcollab_eval.retrieve import RetrievalConfig, Retriever, render_memory
 
@@ -48,10 +47,9 @@ def heldout_problems(sizes: dict[str, int | None], pool: list[PoolProblem], data
             text = problem_text(spec, row)
             if pid in taken or normalise(text) in evals:
                 continue
-            cat = categorize(text, domain=spec.domain, benchmark=spec.name,
-                             subject=row.get("subject") if spec.name == "math500" else None)
-            if cat.category in categories and len(found[cat.category]) < per_category:
-                found[cat.category].append(PoolProblem(pid, spec.name, source, cat.category, cat.subcategory, row))
+            problem = categorized(source, pid, row)
+            if problem.category in categories and len(found[problem.category]) < per_category:
+                found[problem.category].append(problem)
     return found
 
 
