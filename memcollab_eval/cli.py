@@ -2,7 +2,8 @@
 
 ``target`` and ``bank`` are appended groups, as in ``+target=llama3_8b +bank=qwen32_llama8``.
 Before Hydra sees the command line we (1) add the embedded CPU default for a group the
-user did not name, (2) accept ``target=x`` as well as ``+target=x``, and (3) check that
+user did not name, (2) accept ``target=x`` as well as ``+target=x`` (and ``limits.gsm8k=60``
+as well as ``+limits.gsm8k=60``), and (3) check that
 each named option exists, so a typo gets the list of valid choices. Any failure before
 the job starts (composition, unknown key, wrong type) exits with code 2 and no
 traceback; a failure of the job itself exits with 1.
@@ -48,6 +49,8 @@ def prepare_argv(argv: list[str]) -> list[str]:
             seen.add(group)
             _check_options(group, value)
             arg = f"+{group}={value}"
+        elif re.fullmatch(r"limits\.\w+=.*", arg):  # a key of the (empty) per-benchmark limits dict
+            arg = "+" + arg
         out.append(arg)
     defaults = [f"+{group}={default}" for group, default in APPENDED_GROUPS.items() if group not in seen]
     return defaults + out  # first: argparse wants the overrides in one run of positionals
@@ -87,7 +90,10 @@ def _evaluate_job(cfg: DictConfig) -> None:
     except UsageError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(EXIT_USAGE)
-    print(f"\n{conf.target.identity} with bank {conf.bank.name} (limit {conf.limit}):\n")
+    from memcollab_eval.subsets import describe
+
+    print(f"\n{conf.target.identity} with bank {conf.bank.name} "
+          f"(problems per benchmark: {describe(conf.limit, dict(conf.limits), conf.subset)}):\n")
     print(format_table(rows))
     print(f"\nresults, samples and config: {run_dir}")
 

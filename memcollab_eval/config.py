@@ -111,7 +111,9 @@ class EvalConf:
     protocol: str = "single_turn"  # single_turn | agent
     agent: AgentConf = field(default_factory=AgentConf)
     benchmarks: list[str] = field(default_factory=lambda: list(BENCHMARK_NAMES))
-    limit: Optional[int] = 5
+    limit: Optional[int] = 5  # problems per benchmark; null = the whole split
+    limits: dict[str, Optional[int]] = field(default_factory=dict)  # per-benchmark override of limit
+    subset: str = "first"  # first | seeded: the first `limit` problems or a seeded sample of them
     data_dir: Optional[str] = None
     seed: int = 1234
     max_gen_toks: Optional[int] = None

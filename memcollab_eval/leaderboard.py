@@ -25,6 +25,7 @@ from typing import Any
 import yaml
 
 from memcollab_eval.config import BENCHMARK_NAMES, RetrievalConf
+from memcollab_eval.subsets import describe
 
 NO_MEMORY = "no memory"
 AVERAGE = "average"
@@ -200,8 +201,11 @@ def load_run(results_file: Path) -> Run | None:
     run_dir, hydra = found if found else (results_file.parent, None)
     target, origin, bank = _identity(data, hydra)
     conf = data.get("config") or {}
+    limit = _num(conf.get("limit", (hydra or {}).get("limit")))
+    if hydra and (hydra.get("limits") or hydra.get("subset", "first") != "first"):  # chosen indices, no lm-eval limit
+        limit = describe(hydra.get("limit"), dict(hydra.get("limits") or {}), str(hydra.get("subset", "first")))
     settings = {
-        "limit": _num(conf.get("limit", (hydra or {}).get("limit"))),
+        "limit": limit,
         "seed": _num(conf.get("random_seed", (hydra or {}).get("seed"))),
         "lm_eval_version": str(data.get("lm_eval_version", "?")) + (f"@{data['git_hash']}" * bool(data.get("git_hash"))),
         "backend": str((hydra or {}).get("target", {}).get("model") or conf.get("model") or "?"),

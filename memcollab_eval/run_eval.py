@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from memcollab_eval.config import BENCHMARK_NAMES, EvalConf, protocol_problems
+from memcollab_eval.subsets import describe, selected_samples, subset_problems, uses_samples
 
 
 class UsageError(Exception):
@@ -48,6 +49,7 @@ def preflight(cfg: EvalConf) -> None:
     if unknown:
         problems.append(f"unknown benchmark(s) {unknown}; valid: {list(BENCHMARK_NAMES)}")
     problems.extend(protocol_problems(cfg.protocol, cfg.agent))
+    problems.extend(subset_problems(list(cfg.benchmarks), cfg.limit, dict(cfg.limits), cfg.subset))
     missing = [m for m in cfg.target.requires if importlib.util.find_spec(m) is None]
     if missing:
         problems.append(
@@ -122,12 +124,20 @@ def evaluate(cfg: EvalConf, run_dir: Path) -> list[BenchmarkRow]:
     from lm_eval import simple_evaluate
     from lm_eval.loggers import EvaluationTracker
 
+    from memcollab_eval.lmeval_tasks import task_name
+
     preflight(cfg)
     lm, cache = build_model(cfg)
     tasks = build_tasks(cfg)
     tracker = EvaluationTracker(output_path=str(run_dir))
+    limit, chosen = cfg.limit, None  # lm-eval takes either a limit or chosen indices
+    if uses_samples(dict(cfg.limits), cfg.subset):
+        names = {b: [t["task"] for t in tasks if t["task"] in (task_name(b, True), task_name(b, False))]
+                 for b in cfg.benchmarks}
+        limit, chosen = None, selected_samples(list(cfg.benchmarks), names, cfg.data_dir, cfg.limit,
+                                                dict(cfg.limits), cfg.subset, cfg.seed)
     results = simple_evaluate(
-        model=lm, tasks=tasks, limit=cfg.limit, log_samples=cfg.log_samples, evaluation_tracker=tracker, use_cache=cache,
+        model=lm, tasks=tasks, limit=limit, samples=chosen, log_samples=cfg.log_samples, evaluation_tracker=tracker, use_cache=cache,
         # the agent wrapper needs the raw prompt: it applies the chat template to every turn itself
         apply_chat_template=cfg.target.apply_chat_template if cfg.protocol == "single_turn" else False,
         random_seed=cfg.seed, numpy_random_seed=cfg.seed,
@@ -190,7 +200,8 @@ def write_summary(run_dir: Path, cfg: EvalConf, rows: list[BenchmarkRow], usage:
     if usage:
         truncation = sum(bool(u.get("truncated")) for u in usage) / len(usage)
     summary = {
-        "target": cfg.target.identity, "bank": cfg.bank.name, "limit": cfg.limit, "protocol": cfg.protocol,
+        "target": cfg.target.identity, "bank": cfg.bank.name, "limit": cfg.limit,
+        "problems": describe(cfg.limit, dict(cfg.limits), cfg.subset), "protocol": cfg.protocol,
         "agent": dict(cfg.agent.__dict__) if cfg.protocol == "agent" else None,
         "rows": [{**r.__dict__, "delta": r.delta} for r in rows],
         "generation_requests": len(usage) if usage else None, "truncation_rate": truncation,
