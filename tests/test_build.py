@@ -224,6 +224,34 @@ def test_rerun_regenerates_nothing(built):
     assert {f: (work / f).read_bytes() for f in before} == before
 
 
+def test_self_memory_build_reuses_a_greedy_work_directory_and_self_contrast_is_refused(built, tmp_path):
+    """Greedy builds key trajectories alike, so a self-memory bank of the strong model reuses the
+    cross-model build's trajectories; a sampled (self-contrast) build may not share them."""
+    from memcollab_eval.bank import load_bank
+
+    tmp, paths = built
+    work = tmp_path / "work"
+    work.mkdir()
+    for f in ("pool.jsonl", "pool.meta.json", "trajectories.jsonl", "verdicts.jsonl"):
+        (work / f).write_bytes((tmp / "work" / f).read_bytes())
+    before = (work / "trajectories.jsonl").read_bytes()
+    own = [f"sources=[{paths['strong']}]", f"summarizer={paths['summarizer']}", "pool=tiny", f"work_dir={work}",
+           f"data_dir={data_dir()}", "batch_size=1"]
+    proc = subprocess.run([sys.executable, "-m", "memcollab_eval.build", *own, "method=self",
+                           "bank.name=self_test", f"bank.out_dir={tmp_path / 'self'}"],
+                          capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert (work / "trajectories.jsonl").read_bytes() == before  # nothing regenerated
+    bank = load_bank(tmp_path / "self")
+    assert bank.entries and {e.unpreferred_model for e in bank.entries} == {"none"}
+    assert not (work / "trajectories.meta.json").exists()
+    proc = subprocess.run([sys.executable, "-m", "memcollab_eval.build", *own, "method=self_contrast",
+                           "bank.name=sc_test", f"bank.out_dir={tmp_path / 'sc'}"],
+                          capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert proc.returncode == 1 and "holds trajectories made with" in proc.stderr
+    assert '"temperature": 0.7' in proc.stderr and not (tmp_path / "sc").exists()
+
+
 def test_kill_9_and_resume_gives_the_same_bank(built, tmp_path):
     tmp, _ = built
     paths = write_doubles(tmp_path, delay=0.3)

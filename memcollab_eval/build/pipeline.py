@@ -82,16 +82,30 @@ def stage_pool(cfg: BuildConf, work: Path) -> list[PoolProblem]:
     return problems
 
 
-def check_protocol(cfg: BuildConf, work: Path) -> None:
-    """Refuse to mix trajectories of two protocols (or two agent settings) in one work directory.
-
-    Agent builds record their setting in ``trajectories.meta.json``; a directory with
-    trajectories and no such file was made single-turn (single-turn builds write no file,
-    so their work directories stay as they were)."""
-    meta = work / "trajectories.meta.json"
+def generation_settings(cfg: BuildConf) -> dict[str, Any]:
+    """What a stored trajectory depends on besides the problem, model and sample index."""
     wanted: dict[str, Any] = {"protocol": cfg.protocol}
     if cfg.protocol == "agent":
         wanted["agent"] = asdict(cfg.agent)
+    if cfg.method.temperature > 0:
+        wanted["temperature"] = cfg.method.temperature
+    if cfg.max_gen_toks is not None:
+        wanted["max_gen_toks"] = cfg.max_gen_toks
+    return wanted
+
+
+def check_protocol(cfg: BuildConf, work: Path) -> None:
+    """Refuse to mix trajectories made with different settings in one work directory.
+
+    Trajectories are keyed by (problem, model, sample index), so a self-memory build may
+    share a work directory with a cross-model build of the same pool (both decode greedily:
+    the trajectories are reused, only the pairs and distillation differ) but a sampled
+    self-contrast build may not: its sample 0 would silently be the greedy one. Builds with
+    non-default settings (agent protocol, sampling, a token limit) record them in
+    ``trajectories.meta.json``; a directory with trajectories and no such file was made
+    with the defaults (greedy, single-turn), so older work directories stay as they were."""
+    meta = work / "trajectories.meta.json"
+    wanted = generation_settings(cfg)
     have: dict[str, Any] = {"protocol": "single_turn"}
     if meta.exists():
         have = json.loads(meta.read_text())
@@ -100,7 +114,7 @@ def check_protocol(cfg: BuildConf, work: Path) -> None:
     if have != wanted:
         raise PoolError(f"{work} holds trajectories made with {json.dumps(have, sort_keys=True)}, not "
                         f"{json.dumps(wanted, sort_keys=True)}; use another bank.name or work_dir, or delete {work}")
-    if cfg.protocol == "agent" and not meta.exists():
+    if wanted != {"protocol": "single_turn"} and not meta.exists():
         write_atomic(meta, json.dumps(wanted, sort_keys=True))
 
 
