@@ -89,8 +89,10 @@ def build_model(cfg: EvalConf):
         from memcollab_eval.agent.agent_lm import AgentLM
 
         lm = AgentLM(lm, agent_config(cfg))
-        a = cfg.agent  # an episode's transcript depends on these: one cache per setting
-        name += f".agent-t{a.max_turns}-o{a.output_chars}-b{a.block_timeout:g}"
+        from memcollab_eval.agent.messages import PROTOCOL_VERSION
+
+        a = cfg.agent  # an episode's transcript depends on these and on the wording: one cache per setting
+        name += f".agent-v{PROTOCOL_VERSION}-t{a.max_turns}-o{a.output_chars}-b{a.block_timeout:g}"
     if not cfg.use_cache:
         return lm, None
     cache = Path(cfg.output_dir) / "cache" / name  # lm-eval's cache key has no model identity: one file per target

@@ -135,3 +135,14 @@ def test_task_yamls_are_generated_from_task_config():
             assert path.read_text() == task_yaml(benchmark, with_memory), \
                 f"{path} is stale: python -m memcollab_eval.lmeval_tasks tasks"
             assert "  - metric: turns\n" in path.read_text()
+
+
+def test_agent_request_cache_is_per_setting_and_wording(tmp_path):
+    """A cached episode must not be replayed after the instruction's wording or the agent settings change."""
+    from memcollab_eval.agent.messages import PROTOCOL_VERSION
+    from memcollab_eval.run_eval import build_model
+
+    cfg = compose_eval(["+target=scripted", "+bank=none", "protocol=agent", "use_cache=true", "agent.max_turns=3",
+                        f"output_dir={tmp_path}"])
+    _, cache = build_model(cfg)
+    assert cache == str(tmp_path / "cache" / f"scripted.agent-v{PROTOCOL_VERSION}-t3-o2000-b10")

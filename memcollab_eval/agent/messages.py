@@ -11,7 +11,8 @@ from dataclasses import dataclass
 
 from memcollab_eval.agent.blocks import FINAL_COMMENT
 
-PROTOCOL_VERSION = 1
+# 2: the code instruction says that the task's "single code block" request is about the final solution
+PROTOCOL_VERSION = 2
 
 _RUN_RULE = (
     "- To run code, write it in a ```python block and end your reply there. The harness runs each block on its "
@@ -29,6 +30,8 @@ CODE_INSTRUCTION = (
       "and the reply says whether the test passed.\n"
       "- When your solution is ready, reply with the complete solution in a ```python block whose first line is "
       "exactly `" + FINAL_COMMENT + "`. That block is your answer and ends the conversation: it is not run.\n"
+      "- Where the task asks for a single code block, it means this final solution; before it you may run as "
+      "many blocks as you need.\n"
     + _TURNS_RULE
 )
 NO_ACTION = {
