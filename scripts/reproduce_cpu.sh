@@ -1,0 +1,92 @@
+#!/usr/bin/env bash
+# The CPU-scale reproduction of MemCollab's comparison (docs/reproduction.md): Qwen2.5-Coder-0.5B and
+# -1.5B (embedded, llama.cpp), each as target, with no memory, self-memory, self-contrast, direct transfer
+# (the other model's self-memory) and MemCollab (cross-model), gated and ungated, on HumanEval (all),
+# MBPP test (100 seeded) and GSM8K test (60 seeded).
+#
+#   bash scripts/reproduce_cpu.sh banks                 # build the memory banks (resumable)
+#   TARGETS=qwen25_coder_05b bash scripts/reproduce_cpu.sh evals   # evaluate one target (or both: default)
+#   bash scripts/reproduce_cpu.sh leaderboard           # docs/reproduction/ from every finished run
+#
+# Every stage resumes after an interruption: the builds keep per-record JSONL in outputs/build/, and the
+# evaluations reuse lm-eval's request cache (outputs/repro/cache/<target>), so a re-run generates only
+# what is missing. Banks go to memcollab_eval/banks/repro_* (the conf/bank/repro_*.yaml entries).
+# Needs the 1.5B model: MODELS="smollm2_135m qwen25_coder_05b qwen25_coder_15b" bash scripts/install.sh
+# On a 2-core machine run two targets side by side, one core each:
+#   TARGETS=qwen25_coder_05b taskset -c 0 bash scripts/reproduce_cpu.sh evals &
+#   TARGETS=qwen25_coder_15b taskset -c 1 bash scripts/reproduce_cpu.sh evals &
+# (llama.cpp uses as many threads as the CPUs it may run on.) PROTOCOL=agent evaluates multi-turn.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY="${PY:-.venv/bin/python}"
+export MEMCOLLAB_DATA_DIR="${MEMCOLLAB_DATA_DIR:-../shared/data}"
+OUT="${OUT:-outputs/repro}"
+PROTOCOL="${PROTOCOL:-single_turn}"
+SMALL=qwen25_coder_05b
+BIG=qwen25_coder_15b
+TARGETS="${TARGETS:-$SMALL $BIG}"
+CONDITIONS="${CONDITIONS:-none memcollab self transfer self_contrast memcollab_ungated memcollab_validated}"
+PKG_BANKS=memcollab_eval/banks
+EVAL_SET=("benchmarks=[gsm8k,mbpp,humaneval]" limit=60 limits.mbpp=100 limits.humaneval=null subset=seeded)
+
+short() { [[ $1 == "$SMALL" ]] && echo 05b || echo 15b; }
+other() { [[ $1 == "$SMALL" ]] && echo "$BIG" || echo "$SMALL"; }
+
+build() {  # build NAME WORK_DIR ARGS...: one bank, resumable
+  local name=$1 work=$2
+  shift 2
+  echo "== bank $name"
+  "$PY" -m memcollab_eval.build pool=repro "work_dir=$work" "bank.name=$name" "bank.out_dir=$PKG_BANKS/$name" "$@"
+}
+
+banks() {
+  # Cross-model and self-memory banks share one greedy work directory: the trajectories are made once.
+  build repro_memcollab outputs/build/repro "sources=[$BIG,$SMALL]" summarizer=$BIG
+  build repro_memcollab_ungated outputs/build/repro "sources=[$BIG,$SMALL]" summarizer=$BIG \
+    gates.lint=false gates.near_duplicate_threshold=1.0
+  build repro_memcollab_validated outputs/build/repro "sources=[$BIG,$SMALL]" summarizer=$BIG gates.validate=true
+  for m in $SMALL $BIG; do
+    build "repro_self_$(short $m)" outputs/build/repro method=self "sources=[$m]" summarizer=$BIG
+  done
+  # Self-contrast samples at temperature 0.7: a work directory of its own per model.
+  for m in $SMALL $BIG; do
+    build "repro_self_contrast_$(short $m)" "outputs/build/repro_self_contrast_$(short $m)" method=self_contrast \
+      "sources=[$m]" summarizer=$BIG
+  done
+}
+
+evaluate() {  # evaluate TARGET BANK [ARGS...]
+  local target=$1 bank=$2
+  shift 2
+  echo "== evaluate $target with $bank $*"
+  "$PY" -m memcollab_eval "+target=$target" "+bank=$bank" "${EVAL_SET[@]}" "protocol=$PROTOCOL" use_cache=true \
+    "output_dir=$OUT" "$@"
+}
+
+evals() {
+  for t in $TARGETS; do
+    for c in $CONDITIONS; do
+      case $c in
+        none) evaluate "$t" none ;;
+        memcollab|memcollab_ungated|memcollab_validated) evaluate "$t" "repro_$c" ;;
+        self) evaluate "$t" "repro_self_$(short "$t")" ;;
+        self_contrast) evaluate "$t" "repro_self_contrast_$(short "$t")" ;;
+        # the other model's entries name the other model: retrieval must not filter by identity
+        transfer) evaluate "$t" "repro_self_$(short "$(other "$t")")" retrieval=no_model_filter ;;
+        *) echo "unknown condition $c" >&2; exit 2 ;;
+      esac
+    done
+  done
+}
+
+leaderboard() {
+  "$PY" -m memcollab_eval.leaderboard "$OUT" --out docs/reproduction --bootstrap 1000
+}
+
+case "${1:-}" in
+  banks) banks ;;
+  evals) evals ;;
+  leaderboard) leaderboard ;;
+  all) banks; evals; leaderboard ;;
+  *) echo "usage: bash scripts/reproduce_cpu.sh banks|evals|leaderboard|all" >&2; exit 2 ;;
+esac
