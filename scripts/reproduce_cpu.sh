@@ -7,6 +7,7 @@
 #   bash scripts/reproduce_cpu.sh banks                 # build the memory banks (resumable)
 #   TARGETS=qwen25_coder_05b bash scripts/reproduce_cpu.sh evals   # evaluate one target (or both: default)
 #   bash scripts/reproduce_cpu.sh leaderboard           # docs/reproduction/ from every finished run
+# BANKS=... and CONDITIONS=... pick a part (the lists below); TARGETS picks the targets.
 #
 # Every stage resumes after an interruption: the builds keep per-record JSONL in outputs/build/, and the
 # evaluations reuse lm-eval's request cache (outputs/repro/cache/<target>), so a re-run generates only
@@ -26,6 +27,7 @@ SMALL=qwen25_coder_05b
 BIG=qwen25_coder_15b
 TARGETS="${TARGETS:-$SMALL $BIG}"
 CONDITIONS="${CONDITIONS:-none memcollab self transfer self_contrast memcollab_ungated memcollab_validated}"
+BANKS="${BANKS:-memcollab memcollab_ungated memcollab_validated self self_contrast}"
 PKG_BANKS=memcollab_eval/banks
 EVAL_SET=("benchmarks=[gsm8k,mbpp,humaneval]" limit=60 limits.mbpp=100 limits.humaneval=null subset=seeded)
 
@@ -41,17 +43,23 @@ build() {  # build NAME WORK_DIR ARGS...: one bank, resumable
 
 banks() {
   # Cross-model and self-memory banks share one greedy work directory: the trajectories are made once.
-  build repro_memcollab outputs/build/repro "sources=[$BIG,$SMALL]" summarizer=$BIG
-  build repro_memcollab_ungated outputs/build/repro "sources=[$BIG,$SMALL]" summarizer=$BIG \
-    gates.lint=false gates.near_duplicate_threshold=1.0
-  build repro_memcollab_validated outputs/build/repro "sources=[$BIG,$SMALL]" summarizer=$BIG gates.validate=true
-  for m in $SMALL $BIG; do
-    build "repro_self_$(short $m)" outputs/build/repro method=self "sources=[$m]" summarizer=$BIG
-  done
-  # Self-contrast samples at temperature 0.7: a work directory of its own per model.
-  for m in $SMALL $BIG; do
-    build "repro_self_contrast_$(short $m)" "outputs/build/repro_self_contrast_$(short $m)" method=self_contrast \
-      "sources=[$m]" summarizer=$BIG
+  local common=("sources=[$BIG,$SMALL]" summarizer=$BIG)
+  for b in $BANKS; do
+    case $b in
+      memcollab) build repro_memcollab outputs/build/repro "${common[@]}" ;;
+      memcollab_ungated) build repro_memcollab_ungated outputs/build/repro "${common[@]}" \
+        gates.lint=false gates.near_duplicate_threshold=1.0 ;;
+      memcollab_validated) build repro_memcollab_validated outputs/build/repro "${common[@]}" gates.validate=true ;;
+      self) for m in $SMALL $BIG; do
+          build "repro_self_$(short $m)" outputs/build/repro method=self "sources=[$m]" summarizer=$BIG
+        done ;;
+      # self-contrast samples at temperature 0.7: a work directory of its own per model
+      self_contrast) for m in $SMALL $BIG; do
+          build "repro_self_contrast_$(short $m)" "outputs/build/repro_self_contrast_$(short $m)" \
+            method=self_contrast "sources=[$m]" summarizer=$BIG
+        done ;;
+      *) echo "unknown bank kind $b" >&2; exit 2 ;;
+    esac
   done
 }
 

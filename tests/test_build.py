@@ -252,6 +252,23 @@ def test_self_memory_build_reuses_a_greedy_work_directory_and_self_contrast_is_r
     assert '"temperature": 0.7' in proc.stderr and not (tmp_path / "sc").exists()
 
 
+def test_a_second_build_in_a_busy_work_directory_is_refused(built, tmp_path):
+    import fcntl
+
+    tmp, paths = built
+    work = tmp_path / "work"
+    work.mkdir()
+    with open(work / ".build.lock", "w") as held:
+        held.write("pid 4242\n")
+        held.flush()
+        fcntl.flock(held, fcntl.LOCK_EX)
+        proc = subprocess.run(build_cmd(paths, work, tmp_path / "bank"), capture_output=True, text=True,
+                              timeout=300, cwd=tmp_path)
+    assert proc.returncode == 1
+    assert f"another build is running in {work} (pid 4242)" in proc.stderr
+    assert not (work / "trajectories.jsonl").exists() and not (tmp_path / "bank").exists()
+
+
 def test_kill_9_and_resume_gives_the_same_bank(built, tmp_path):
     tmp, _ = built
     paths = write_doubles(tmp_path, delay=0.3)

@@ -13,10 +13,14 @@ final answer, and distillation and the abstraction gate read it as plain dialogu
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
+import os
 import time
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -308,12 +312,43 @@ def stage_validate(cfg: BuildConf, problems: list[PoolProblem], entries: list[di
     return renumbered, report
 
 
+class WorkDirBusyError(PoolError):
+    """Another build holds the work directory."""
+
+
+@contextmanager
+def exclusive(work: Path) -> Iterator[None]:
+    """One build at a time per work directory: builds of several banks may share one (their
+    trajectories are reused), but two running at once would generate and append the same
+    records twice. The lock is released by the kernel when the holder dies, even by kill -9."""
+    with open(work / ".build.lock", "a+", encoding="utf-8") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            raise WorkDirBusyError(f"another build is running in {work} ({holder}); wait for it to finish or "
+                                   "use another work_dir") from None
+        handle.truncate(0)
+        handle.write(f"pid {os.getpid()}\n")
+        handle.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def run_build(cfg: BuildConf) -> dict:
     """Run (or resume) every stage and write the bank; returns the build statistics."""
-    from memcollab_eval.bank import save_bank
-
     work = Path(cfg.work_dir)
     work.mkdir(parents=True, exist_ok=True)
+    with exclusive(work):
+        return _run_stages(cfg, work)
+
+
+def _run_stages(cfg: BuildConf, work: Path) -> dict:
+    from memcollab_eval.bank import save_bank
+
     started = time.time()
     models = ModelCache()
     problems = stage_pool(cfg, work)
