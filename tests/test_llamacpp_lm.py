@@ -68,9 +68,9 @@ def test_arguments_are_checked_before_anything_is_loaded() -> None:
 
 
 def test_chat_helpers_keep_system_text_and_continue_prefills() -> None:
-    from memcollab_eval.models.llamacpp_lm import _continue_final_message, _merge_system_into_user
+    from memcollab_eval.models.chat_messages import continue_final_message, merge_system_into_user
 
-    merged = _merge_system_into_user(
+    merged = merge_system_into_user(
         [
             {"role": "system", "content": "MEMORY"},
             {"role": "user", "content": "Q"},
@@ -79,11 +79,11 @@ def test_chat_helpers_keep_system_text_and_continue_prefills() -> None:
     )
     assert merged == [{"role": "user", "content": "MEMORY\n\nQ"}, {"role": "assistant", "content": "A"}]
     rendered = "<s>user: Q</s><s>assistant: The answer is</s>\n"
-    assert _continue_final_message(rendered, [{"role": "assistant", "content": "The answer is"}]) == rendered[:-5]
+    assert continue_final_message(rendered, [{"role": "assistant", "content": "The answer is"}]) == rendered[:-5]
 
 
 def test_usage_summary_of_nothing_is_zero() -> None:
-    from memcollab_eval.models.llamacpp_lm import summarize_usage
+    from memcollab_eval.models.generation_usage import summarize_usage
 
     summary = summarize_usage([])
     assert summary.requests == 0 and summary.truncation_rate == 0.0 and summary.completion_tokens_per_second == 0.0

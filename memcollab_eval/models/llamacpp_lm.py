@@ -40,19 +40,20 @@ import logging
 import os
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import lm_eval.models  # noqa: F401  (must precede register_model, or lm-eval's built-ins vanish)
-import numpy as np
 from lm_eval.api.model import TemplateLM
 from lm_eval.api.registry import register_model
 from lm_eval.models.utils import handle_stop_sequences, normalize_gen_kwargs, postprocess_generated_text
-from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
 from tqdm import tqdm
 
+from memcollab_eval.models.chat_messages import continue_final_message, merge_system_into_user
 from memcollab_eval.models.embedded import EMBEDDED_MODELS, resolve_model
+from memcollab_eval.models.generation_usage import GenerationUsage, UsageSummary, summarize_usage
+from memcollab_eval.models.llamacpp_sampling import sampler_args
+from memcollab_eval.models.llamacpp_scoring import LlamaCppScoring
 
 if TYPE_CHECKING:
     from lm_eval.api.instance import Instance
@@ -61,87 +62,6 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_MAX_GEN_TOKS = 1024
 INSTALL_HINT = "pip install 'llama-cpp-python>=0.3' (the 'cpu' extra of memcollab-eval)"
-
-# gen_kwargs that map onto llama.cpp sampler arguments (lm-eval / HF name -> llama_cpp name).
-_SAMPLER_KWARGS = {
-    "top_p": "top_p",
-    "top_k": "top_k",
-    "min_p": "min_p",
-    "typical_p": "typical_p",
-    "repeat_penalty": "repeat_penalty",
-    "repetition_penalty": "repeat_penalty",
-    "frequency_penalty": "frequency_penalty",
-    "presence_penalty": "presence_penalty",
-}
-# Plain temperature sampling unless a task asks otherwise (as vLLM and HF's bare defaults do);
-# llama-cpp-python's own defaults (top_k=40, top_p=0.95, min_p=0.05) would silently change it.
-_SAMPLER_DEFAULTS: dict[str, float | int] = {
-    "top_p": 1.0,
-    "top_k": 0,
-    "min_p": 0.0,
-    "typical_p": 1.0,
-    "repeat_penalty": 1.0,
-    "frequency_penalty": 0.0,
-    "presence_penalty": 0.0,
-}
-
-
-@dataclass(frozen=True)
-class GenerationUsage:
-    """Token accounting for one ``generate_until`` request.
-
-    ``truncated`` is True when generation stopped because it ran out of tokens (the request's
-    ``max_gen_toks`` or the context window), not because of a stop string or end-of-turn token:
-    such an answer is probably cut off. ``context_truncated`` is True when the prompt itself did
-    not fit into ``n_ctx`` and lost tokens from its start.
-    """
-
-    prompt_tokens: int
-    completion_tokens: int
-    truncated: bool
-    finish_reason: str
-    max_gen_toks: int
-    context_truncated: bool
-    seconds: float
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-@dataclass(frozen=True)
-class UsageSummary:
-    """Totals over all recorded generation requests."""
-
-    requests: int
-    prompt_tokens: int
-    completion_tokens: int
-    truncated: int
-    truncation_rate: float
-    context_truncated: int
-    seconds: float
-    completion_tokens_per_second: float
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-def summarize_usage(records: Sequence[GenerationUsage]) -> UsageSummary:
-    """Aggregate per-request usage; rates are 0.0 for an empty list rather than NaN."""
-    n = len(records)
-    completion = sum(r.completion_tokens for r in records)
-    seconds = sum(r.seconds for r in records)
-    truncated = sum(r.truncated for r in records)
-    return UsageSummary(
-        requests=n,
-        prompt_tokens=sum(r.prompt_tokens for r in records),
-        completion_tokens=completion,
-        truncated=truncated,
-        truncation_rate=truncated / n if n else 0.0,
-        context_truncated=sum(r.context_truncated for r in records),
-        seconds=seconds,
-        completion_tokens_per_second=completion / seconds if seconds > 0 else 0.0,
-    )
-
 
 def _usable_cpus() -> int:
     try:
@@ -160,44 +80,8 @@ def _import_llama_cpp() -> Any:
     return llama_cpp
 
 
-def _continue_final_message(rendered: str, messages: Sequence[Mapping[str, Any]]) -> str:
-    """Cut the rendered chat right after the final message's content (HF ``continue_final_message``).
-
-    lm-eval calls ``apply_chat_template(..., add_generation_prompt=False)`` when the last message
-    is a partial assistant turn to be continued; the template would close that turn with an
-    end-of-turn marker, which must go so the model continues the text instead of starting anew.
-    """
-    final = str(messages[-1].get("content") or "")
-    for candidate in (final, final.strip()):
-        if candidate and candidate in rendered:
-            return rendered[: rendered.rindex(candidate) + len(candidate)]
-    return rendered
-
-
-def _merge_system_into_user(messages: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """Fold system messages into the next user message, for templates that reject a system role.
-
-    Why not drop them (as lm-eval's HF backend does): the system message may carry the memory
-    bank or the task instruction, and losing it silently would change what is being measured.
-    """
-    merged: list[dict[str, Any]] = []
-    pending: list[str] = []
-    for message in messages:
-        if message.get("role") == "system":
-            pending.append(str(message.get("content") or ""))
-            continue
-        message = dict(message)
-        if pending and message.get("role") == "user":
-            message["content"] = "\n\n".join([*pending, str(message.get("content") or "")])
-            pending = []
-        merged.append(message)
-    if pending:
-        merged.insert(0, {"role": "user", "content": "\n\n".join(pending)})
-    return merged
-
-
 @register_model("llama_cpp")
-class LlamaCppLM(TemplateLM):
+class LlamaCppLM(LlamaCppScoring, TemplateLM):
     """lm-eval model backed by an in-process ``llama_cpp.Llama`` (CPU, one request at a time)."""
 
     def __init__(
@@ -405,10 +289,10 @@ class LlamaCppLM(TemplateLM):
             if not any(m.get("role") == "system" for m in messages):
                 raise
             self._warn_once("system", "chat template rejected the system role (%s); folding it into the user turn", exc)
-            messages = _merge_system_into_user(messages)
+            messages = merge_system_into_user(messages)
             rendered = formatter(messages=messages).prompt
         if not add_generation_prompt and messages and messages[-1].get("role") == "assistant":
-            rendered = _continue_final_message(rendered, messages)
+            rendered = continue_final_message(rendered, messages)
         return rendered
 
     # ------------------------------------------------------------------ generation
@@ -433,19 +317,10 @@ class LlamaCppLM(TemplateLM):
         self._records.clear()
 
     def _sampling_args(self, kwargs: dict[str, Any]) -> dict[str, Any]:
-        """Map normalized lm-eval gen_kwargs onto ``create_completion`` sampler arguments."""
-        do_sample = bool(kwargs.pop("do_sample", False))
-        temperature = float(kwargs.pop("temperature", 1.0))
-        temperature = temperature if do_sample else 0.0  # llama.cpp decodes greedily at temperature 0
-        args: dict[str, Any] = {"temperature": temperature, **_SAMPLER_DEFAULTS}
-        seed = kwargs.pop("seed", None)
-        for key in list(kwargs):
-            if key in _SAMPLER_KWARGS:
-                args[_SAMPLER_KWARGS[key]] = type(_SAMPLER_DEFAULTS[_SAMPLER_KWARGS[key]])(kwargs.pop(key))
-        if kwargs:
-            self._warn_once(f"ignored:{sorted(kwargs)}", "llama_cpp ignores unsupported gen_kwargs: %s", sorted(kwargs))
         # A distinct but reproducible seed per request, so repeated samples of one prompt differ.
-        args["seed"] = int(seed) if seed is not None else self.seed + self._requests_seen
+        args, ignored = sampler_args(kwargs, default_seed=self.seed + self._requests_seen)
+        if ignored:
+            self._warn_once(f"ignored:{ignored}", "llama_cpp ignores unsupported gen_kwargs: %s", ignored)
         return args
 
     def _fit_prompt(self, tokens: list[int], max_gen_toks: int) -> tuple[list[int], bool]:
@@ -510,82 +385,3 @@ class LlamaCppLM(TemplateLM):
         finally:
             bar.close()
         return results
-
-    # ------------------------------------------------------------------ scoring
-
-    def _require_logits(self) -> None:
-        if not self.logits_all:
-            gib = self.n_ctx * self._llm.n_vocab() * 4 / 2**30
-            raise NotImplementedError(
-                "this llama_cpp model was loaded without per-token logits, so it supports generation tasks "
-                "(output_type: generate_until) only. For loglikelihood / multiple-choice / perplexity tasks load it "
-                f"with logits_all=True in model_args (keeps n_ctx x vocab floats, about {gib:.1f} GiB here)."
-            )
-
-    def _logits_for(self, inputs: list[int]) -> np.ndarray:
-        """Logits row i predicts token i+1 of ``inputs``; reuses the KV cache of a shared prefix.
-
-        Why the prefix reuse: multiple-choice requests share their context, so only the choices
-        need evaluating. At least one token is always evaluated so the context's logits are fresh.
-        """
-        llm = self._llm
-        cached = llm.input_ids[: llm.n_tokens]
-        common = 0
-        for a, b in zip(cached, inputs, strict=False):
-            if a != b:
-                break
-            common += 1
-        common = min(common, len(inputs) - 1)
-        llm.n_tokens = common  # eval() drops the KV cache from here on before decoding the rest
-        llm._requires_eval = True
-        llm.eval(inputs[common:])
-        return llm.scores[: len(inputs)]
-
-    def _score(self, context_enc: list[int], continuation_enc: list[int]) -> tuple[float, bool]:
-        if not continuation_enc:
-            return 0.0, True
-        sequence = (list(context_enc) + list(continuation_enc))[-(self.n_ctx + 1) :]
-        n = min(len(continuation_enc), len(sequence) - 1)
-        rows = np.asarray(self._logits_for(sequence[:-1])[-n:], dtype=np.float64)
-        targets = np.asarray(sequence[-n:])
-        peak = rows.max(axis=1, keepdims=True)
-        log_norm = peak[:, 0] + np.log(np.exp(rows - peak).sum(axis=1))
-        logprob = float((rows[np.arange(n), targets] - log_norm).sum())
-        greedy = bool((rows.argmax(axis=1) == targets).all())
-        return logprob, greedy
-
-    def _loglikelihood_tokens(
-        self, requests: list[tuple[tuple[str, str], list[int], list[int]]], disable_tqdm: bool = False, **kwargs: Any
-    ) -> list[tuple[float, bool]]:
-        self._require_logits()
-        out: list[tuple[float, bool]] = []
-        for cache_key, context_enc, continuation_enc in tqdm(
-            requests, desc="llama_cpp loglikelihood", disable=disable_tqdm or not self.progress
-        ):
-            answer = self._score(context_enc, continuation_enc)
-            out.append(answer)
-            if cache_key is not None:
-                self.cache_hook.add_partial("loglikelihood", cache_key, answer)
-        return out
-
-    def loglikelihood_rolling(self, requests: list[Instance], disable_tqdm: bool = False) -> list[float]:
-        """Log-likelihood of whole strings, in disjoint windows of at most ``n_ctx`` tokens."""
-        self._require_logits()
-        out: list[float] = []
-        for request in tqdm(
-            requests, desc="llama_cpp loglikelihood_rolling", disable=disable_tqdm or not self.progress
-        ):
-            (string,) = request.args
-            windows = map(
-                make_disjoint_window,
-                get_rolling_token_windows(
-                    token_list=self.tok_encode(string, add_special_tokens=False),
-                    prefix_token=self.prefix_token_id,
-                    max_seq_len=self.max_length,
-                    context_len=1,
-                ),
-            )
-            total = sum(self._score(ctx, cont)[0] for ctx, cont in windows)
-            out.append(total)
-            self.cache_hook.add_partial("loglikelihood_rolling", (string,), total)
-        return out
