@@ -23,24 +23,21 @@ import argparse
 import contextlib
 import hashlib
 import importlib.metadata as md
-import json
 import os
 import re
 import sys
-import tempfile
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
-from typing import BinaryIO
 
-from tqdm import tqdm
+from memcollab_eval.models.file_integrity import (
+    CHUNK, atomic_target, byte_progress, exclusive_lock, marker_matches, sha256_file, write_marker,
+)
+from memcollab_eval.models.file_integrity import marker_path  # noqa: F401  (part of this module's API)
 
 CACHE_ENV = "MEMCOLLAB_MODEL_CACHE"
 GGUF_MAGIC = b"GGUF"
-CHUNK = 8 * 1024 * 1024
-# Below this size hashing/copying takes well under a second: a progress bar would only flicker.
-PROGRESS_MIN_BYTES = 64 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -149,7 +146,7 @@ class ChecksumMismatchError(EmbeddedModelError):
         )
 
 
-# --------------------------------------------------------------------------- cache + marker
+# --------------------------------------------------------------------------- cache location
 
 
 def cache_dir() -> Path:
@@ -162,100 +159,6 @@ def cache_dir() -> Path:
         return Path(override).expanduser()
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base).expanduser() / "memcollab_eval" / "models"
-
-
-def marker_path(path: Path) -> Path:
-    """The small JSON file beside ``path`` that remembers a successful verification."""
-    return path.with_name(path.name + ".sha256")
-
-
-def _stat_key(path: Path) -> dict[str, int]:
-    st = path.stat()
-    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
-
-
-def marker_matches(path: Path, sha256: str) -> bool:
-    """True when ``path`` was verified against ``sha256`` and has not changed since (size+mtime).
-
-    Why: hashing a 1 GB model costs seconds on every start-up; a stat costs nothing.
-    """
-    marker = marker_path(path)
-    try:
-        saved = json.loads(marker.read_text(encoding="utf-8"))
-        return saved.get("sha256") == sha256 and {k: saved.get(k) for k in ("size", "mtime_ns")} == _stat_key(path)
-    except (OSError, ValueError, AttributeError):
-        return False
-
-
-def write_marker(path: Path, sha256: str) -> None:
-    """Record that ``path`` hashes to ``sha256`` at its current size and mtime (atomically)."""
-    record = {"sha256": sha256, "file": path.name, **_stat_key(path)}
-    _atomic_write_bytes(marker_path(path), (json.dumps(record, indent=1) + "\n").encode())
-
-
-# --------------------------------------------------------------------------- hashing + writing
-
-
-def _progress(total: int, desc: str, enabled: bool) -> tqdm:
-    return tqdm(
-        total=total,
-        desc=desc,
-        unit="B",
-        unit_scale=True,
-        unit_divisor=1024,
-        disable=not enabled or total < PROGRESS_MIN_BYTES,
-        leave=False,
-    )
-
-
-def sha256_file(path: Path, progress: bool = False) -> str:
-    """Hex sha256 of a file, read in chunks so memory stays flat for GB-sized models."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f, _progress(path.stat().st_size, f"verifying {path.name}", progress) as bar:
-        while chunk := f.read(CHUNK):
-            digest.update(chunk)
-            bar.update(len(chunk))
-    return digest.hexdigest()
-
-
-@contextlib.contextmanager
-def _atomic_target(dest: Path) -> Iterator[tuple[BinaryIO, Path]]:
-    """Yield a temp file in ``dest``'s directory; on success fsync it and rename it onto ``dest``.
-
-    Why a sibling temp file: ``os.replace`` is only atomic within one filesystem, and readers
-    must see either the old file or the complete new one, never a prefix. On any error the temp
-    file (ours) is removed and ``dest`` is left untouched.
-    """
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            os.fchmod(f.fileno(), 0o666 & ~_umask())  # mkstemp makes 0600; a cache file should look like any other
-            yield f, tmp
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, dest)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    with contextlib.suppress(OSError):  # make the rename itself durable; not all filesystems allow it
-        dir_fd = os.open(dest.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-
-
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-def _atomic_write_bytes(dest: Path, data: bytes) -> None:
-    with _atomic_target(dest) as (f, _):
-        f.write(data)
 
 
 class _ChecksumFailed(Exception):
@@ -291,7 +194,7 @@ def assemble(
         )
     digest = hashlib.sha256()
     try:
-        with _atomic_target(dest) as (out, _tmp), _progress(total, desc or f"assembling {dest.name}", progress) as bar:
+        with atomic_target(dest) as (out, _tmp), byte_progress(total, desc or f"assembling {dest.name}", progress) as bar:
             for part in parts:
                 with open(part, "rb") as src:
                     while chunk := src.read(CHUNK):
@@ -358,28 +261,6 @@ def find_parts(model: EmbeddedModel) -> list[Path]:
 # --------------------------------------------------------------------------- public API
 
 
-@contextlib.contextmanager
-def _lock(path: Path) -> Iterator[None]:
-    """Serialise assembly across processes (two evaluations starting together assemble once)."""
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - not POSIX: atomic rename still keeps the file sound
-        yield
-        return
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        handle = open(path, "a+b")  # noqa: SIM115  (held for the whole block)
-    except OSError:  # read-only shared cache: nothing will be written there anyway
-        yield
-        return
-    with handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 def _get(name: str) -> EmbeddedModel:
     try:
         return EMBEDDED_MODELS[name]
@@ -404,7 +285,7 @@ def ensure_model(name: str, progress: bool = True) -> Path:
     dest = cache_dir() / model.filename
     if dest.is_file() and marker_matches(dest, model.sha256):
         return dest
-    with _lock(dest.parent / ".lock"):
+    with exclusive_lock(dest.parent / ".lock"):
         if dest.is_file():
             if marker_matches(dest, model.sha256):  # another process finished while we waited
                 return dest
