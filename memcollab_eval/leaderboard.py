@@ -73,6 +73,7 @@ class Run:
     settings: Mapping[str, str]
     tasks: tuple[TaskResult, ...]
     label: str = ""       # short name in tables: the path below the runs' common parent
+    commit: str = ""      # lm-eval's git_hash: the commit of the repository the run was started in
 
 
 @dataclass(frozen=True)
@@ -207,7 +208,9 @@ def load_run(results_file: Path) -> Run | None:
     settings = {
         "limit": limit,
         "seed": _num(conf.get("random_seed", (hydra or {}).get("seed"))),
-        "lm_eval_version": str(data.get("lm_eval_version", "?")) + (f"@{data['git_hash']}" * bool(data.get("git_hash"))),
+        # not lm-eval's commit: git_hash is that of the working directory (this project, when run from a
+        # checkout); it changes with every commit, so it is reported in the notes instead of splitting tables
+        "lm_eval_version": str(data.get("lm_eval_version", "?")),
         "backend": str((hydra or {}).get("target", {}).get("model") or conf.get("model") or "?"),
     }
     tasks = []
@@ -242,7 +245,7 @@ def load_run(results_file: Path) -> Run | None:
     if hydra and "protocol" in hydra:
         settings["protocol_config"] = _short_hash(hydra["protocol"])
     return Run(run_dir, results_file, float(data.get("date") or results_file.stat().st_mtime), target, origin, bank,
-               _source(bank, hydra), settings, tuple(tasks))
+               _source(bank, hydra), settings, tuple(tasks), commit=str(data.get("git_hash") or ""))
 
 
 # ---- combining runs (statistics per table: leaderboard_stats) ------------------------------
@@ -268,6 +271,10 @@ def build_leaderboard(paths: Sequence[str | Path], *, iters: int = 1000, seed: i
     if not runs:
         raise LeaderboardError(f"no lm-eval results with memcollab tasks found under {', '.join(map(str, paths))}"
                                + "".join(f"; {n}" for n in notes))
+    commits = sorted({r.commit for r in runs if r.commit})
+    if len(commits) > 1:
+        notes.append(f"runs were started at {len(commits)} commits of the working directory ({', '.join(commits)}): "
+                     "prompt, generation and dataset differences split tables; other code changes do not")
     root = Path(os.path.commonpath([r.path for r in runs])).parent
     runs = [replace(r, label=os.path.relpath(r.path, root)) for r in runs]
     twice = {r.label for r in runs if sum(o.label == r.label for o in runs) > 1}  # two results files in one folder

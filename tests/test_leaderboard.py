@@ -124,6 +124,21 @@ def test_runs_with_different_limit_and_max_gen_toks_are_not_combined(tmp_path):
     assert html.index("class=warn") < html.index("<h2>")
 
 
+def test_runs_started_at_different_project_commits_are_combined_with_a_note(tmp_path):
+    """lm-eval's git_hash is the working directory's commit: a long comparison spans commits."""
+    none_run = next((HYDRA_RUNS / "none").iterdir())
+    demo_run = min((HYDRA_RUNS / "demo").iterdir())
+    for name, run, commit in (("a", none_run, "1111111"), ("b", demo_run, "2222222")):
+        shutil.copytree(run, tmp_path / name)
+        (results,) = (tmp_path / name).rglob("results_*.json")
+        data = json.loads(results.read_text())
+        data["git_hash"] = commit
+        results.write_text(json.dumps(data))
+    board = build_leaderboard([tmp_path], iters=100)
+    assert not group_warnings(board) and len(board.groups) == 1
+    assert any("2 commits of the working directory (1111111, 2222222)" in n for n in board.notes)
+
+
 def test_missing_samples_real_token_counts_and_turns(tmp_path):
     run = tmp_path / "run"
     shutil.copytree(min((HYDRA_RUNS / "demo").iterdir()), run)
