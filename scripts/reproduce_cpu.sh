@@ -48,7 +48,7 @@ banks() {
     case $b in
       memcollab) build repro_memcollab outputs/build/repro "${common[@]}" ;;
       memcollab_ungated) build repro_memcollab_ungated outputs/build/repro "${common[@]}" \
-        gates.lint=false gates.near_duplicate_threshold=1.0 ;;
+        gates.lint=false gates.near_duplicate_threshold=0.999 ;;
       memcollab_validated) build repro_memcollab_validated outputs/build/repro "${common[@]}" gates.validate=true ;;
       self) for m in $SMALL $BIG; do
           build "repro_self_$(short $m)" outputs/build/repro method=self "sources=[$m]" summarizer=$BIG

@@ -232,8 +232,12 @@ def test_self_memory_build_reuses_a_greedy_work_directory_and_self_contrast_is_r
     tmp, paths = built
     work = tmp_path / "work"
     work.mkdir()
-    for f in ("pool.jsonl", "pool.meta.json", "trajectories.jsonl", "verdicts.jsonl"):
+    for f in ("pool.jsonl", "pool.meta.json", "trajectories.jsonl", "verdicts.jsonl", "distill.jsonl"):
         (work / f).write_bytes((tmp / "work" / f).read_bytes())
+    trajs = [json.loads(x) for x in (work / "trajectories.jsonl").read_text().splitlines()]
+    for t in trajs:  # make the other model's records visible in the cost figures, were they counted
+        t["seconds"] = 100.0 if t["model"] == paths["weak"] else 1.0
+    (work / "trajectories.jsonl").write_text("".join(json.dumps(t) + "\n" for t in trajs))
     before = (work / "trajectories.jsonl").read_bytes()
     own = [f"sources=[{paths['strong']}]", f"summarizer={paths['summarizer']}", "pool=tiny", f"work_dir={work}",
            f"data_dir={data_dir()}", "batch_size=1"]
@@ -244,6 +248,9 @@ def test_self_memory_build_reuses_a_greedy_work_directory_and_self_contrast_is_r
     assert (work / "trajectories.jsonl").read_bytes() == before  # nothing regenerated
     bank = load_bank(tmp_path / "self")
     assert bank.entries and {e.unpreferred_model for e in bank.entries} == {"none"}
+    stats = bank.manifest.config["stats"]  # the weak model's records in the shared directory are not counted
+    assert stats["pairs_distilled"] == 6 and stats["pass_rate_by_model"] == {paths["strong"]: 1.0}
+    assert stats["seconds"]["generation"] == 6.0  # six problems of the strong model, 1 s each
     assert not (work / "trajectories.meta.json").exists()
     proc = subprocess.run([sys.executable, "-m", "memcollab_eval.build", *own, "method=self_contrast",
                            "bank.name=sc_test", f"bank.out_dir={tmp_path / 'sc'}"],

@@ -352,11 +352,15 @@ def _run_stages(cfg: BuildConf, work: Path) -> dict:
     started = time.time()
     models = ModelCache()
     problems = stage_pool(cfg, work)
-    trajs = stage_trajectories(cfg, problems, work, models)
-    verdicts = stage_verify(cfg, problems, trajs, work)
+    # a shared work directory also holds other builds' records: keep this build's own
+    ids = {p.id for p in problems}
+    trajs = {k: v for k, v in stage_trajectories(cfg, problems, work, models).items()
+             if k[0] in ids and k[1] in cfg.sources and k[2] < cfg.method.samples}
+    verdicts = {k: v for k, v in stage_verify(cfg, problems, trajs, work).items() if k in trajs}
     pairs, skipped = stage_pairs(cfg, problems, verdicts)
     write_atomic(work / "no_pairs.jsonl", "".join(json.dumps(asdict(s)) + "\n" for s in skipped))
     distilled = stage_distill(cfg, problems, trajs, verdicts, pairs, work, models)
+    distilled = {pair_id(p): distilled[pair_id(p)] for p in pairs}
     identities = {name: load_target(name).identity for name in {*cfg.sources, cfg.summarizer}}
     entries, rejected = assemble_entries(cfg, problems, trajs, pairs, distilled, identities)
     validation = None
