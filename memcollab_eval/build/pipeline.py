@@ -98,7 +98,7 @@ def generation_settings(cfg: BuildConf) -> dict[str, Any]:
     return wanted
 
 
-def check_protocol(cfg: BuildConf, work: Path) -> None:
+def check_generation_settings(cfg: BuildConf, work: Path) -> None:
     """Refuse to mix trajectories made with different settings in one work directory.
 
     Trajectories are keyed by (problem, model, sample index), so a self-memory build may
@@ -124,7 +124,7 @@ def check_protocol(cfg: BuildConf, work: Path) -> None:
 
 def stage_trajectories(cfg: BuildConf, problems: list[PoolProblem], work: Path, models: ModelCache) -> dict[Key, dict]:
     path = work / "trajectories.jsonl"
-    check_protocol(cfg, work)
+    check_generation_settings(cfg, work)
     done = {_key(r): r for r in read_records(path, TRAJ_FIELDS)}
     for model in cfg.sources:
         todo = [(p, s) for p in problems for s in range(cfg.method.samples) if (p.id, model, s) not in done]
@@ -155,7 +155,9 @@ def stage_trajectories(cfg: BuildConf, problems: list[PoolProblem], work: Path, 
                 append_records(path, records)
                 done.update({_key(r): r for r in records})
                 bar.update(len(batch))
-    return done
+    # a shared work directory also holds other builds' records: return this build's own
+    ids = {p.id for p in problems}
+    return {k: r for k, r in done.items() if k[0] in ids and k[1] in cfg.sources and k[2] < cfg.method.samples}
 
 
 def stage_verify(cfg: BuildConf, problems: list[PoolProblem], trajs: dict[Key, dict], work: Path) -> dict[Key, dict]:
@@ -170,7 +172,7 @@ def stage_verify(cfg: BuildConf, problems: list[PoolProblem], trajs: dict[Key, d
         append_records(path, [{"problem_id": k[0], "model": k[1], "sample_idx": k[2], "status": v.status,
                                "extracted": v.extracted, "detail": v.detail[:500], "seconds": round(v.seconds, 3)}])
         done[k] = {"status": v.status, "seconds": v.seconds}
-    return done
+    return {k: done[k] for k in trajs}  # only the given trajectories' verdicts, as for trajectories
 
 
 def stage_pairs(cfg: BuildConf, problems: list[PoolProblem], verdicts: dict[Key, dict]) -> tuple[list[Pair], list[NoPair]]:
@@ -199,7 +201,7 @@ def stage_distill(cfg: BuildConf, problems: list[PoolProblem], trajs: dict[Key, 
             if r.get("prompt_version", "v1") == PROMPT_VERSION}
     todo = [p for p in pairs if pair_id(p) not in done]
     if not todo:
-        return done
+        return {pair_id(p): done[pair_id(p)] for p in pairs}
     by_id = {p.id: p for p in problems}
     lm = models.get(cfg.summarizer)
     kwargs = cfg.gen_kwargs(cfg.distill_max_gen_toks, seed=cfg.seed)
@@ -226,7 +228,7 @@ def stage_distill(cfg: BuildConf, problems: list[PoolProblem], trajs: dict[Key, 
             log.warning("malformed summarizer reply for %s (skipped): %r", record["pair"], first.text[:200])
         append_records(path, [record])
         done[record["pair"]] = record
-    return done
+    return {pair_id(p): done[pair_id(p)] for p in pairs}  # this build's pairs only
 
 
 def assemble_entries(cfg: BuildConf, problems: list[PoolProblem], trajs: dict[Key, dict], pairs: list[Pair],
@@ -352,15 +354,11 @@ def _run_stages(cfg: BuildConf, work: Path) -> dict:
     started = time.time()
     models = ModelCache()
     problems = stage_pool(cfg, work)
-    # a shared work directory also holds other builds' records: keep this build's own
-    ids = {p.id for p in problems}
-    trajs = {k: v for k, v in stage_trajectories(cfg, problems, work, models).items()
-             if k[0] in ids and k[1] in cfg.sources and k[2] < cfg.method.samples}
-    verdicts = {k: v for k, v in stage_verify(cfg, problems, trajs, work).items() if k in trajs}
+    trajs = stage_trajectories(cfg, problems, work, models)
+    verdicts = stage_verify(cfg, problems, trajs, work)
     pairs, skipped = stage_pairs(cfg, problems, verdicts)
     write_atomic(work / "no_pairs.jsonl", "".join(json.dumps(asdict(s)) + "\n" for s in skipped))
     distilled = stage_distill(cfg, problems, trajs, verdicts, pairs, work, models)
-    distilled = {pair_id(p): distilled[pair_id(p)] for p in pairs}
     identities = {name: load_target(name).identity for name in {*cfg.sources, cfg.summarizer}}
     entries, rejected = assemble_entries(cfg, problems, trajs, pairs, distilled, identities)
     validation = None
