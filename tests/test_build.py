@@ -251,6 +251,16 @@ def test_self_memory_build_reuses_a_greedy_work_directory_and_self_contrast_is_r
     stats = bank.manifest.config["stats"]  # the weak model's records in the shared directory are not counted
     assert stats["pairs_distilled"] == 6 and stats["pass_rate_by_model"] == {paths["strong"]: 1.0}
     assert stats["seconds"]["generation"] == 6.0  # six problems of the strong model, 1 s each
+    # each bank in a shared directory keeps its own skip reasons: the weak model's self bank skips
+    # every problem, and the strong model's record (nothing skipped) is left as it was
+    weak = [f"sources=[{paths['weak']}]", *own[1:], "method=self", "bank.name=self_weak",
+            f"bank.out_dir={tmp_path / 'self_weak'}"]
+    proc = subprocess.run([sys.executable, "-m", "memcollab_eval.build", *weak],
+                          capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert (work / "no_pairs.self_test.jsonl").read_text() == ""
+    weak_skips = [json.loads(x) for x in (work / "no_pairs.self_weak.jsonl").read_text().splitlines()]
+    assert len(weak_skips) == 6 and {s["reason"] for s in weak_skips} == {"the model failed"}
     assert not (work / "trajectories.meta.json").exists()
     proc = subprocess.run([sys.executable, "-m", "memcollab_eval.build", *own, "method=self_contrast",
                            "bank.name=sc_test", f"bank.out_dir={tmp_path / 'sc'}"],

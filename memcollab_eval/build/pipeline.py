@@ -357,7 +357,8 @@ def _run_stages(cfg: BuildConf, work: Path) -> dict:
     trajs = stage_trajectories(cfg, problems, work, models)
     verdicts = stage_verify(cfg, problems, trajs, work)
     pairs, skipped = stage_pairs(cfg, problems, verdicts)
-    write_atomic(work / "no_pairs.jsonl", "".join(json.dumps(asdict(s)) + "\n" for s in skipped))
+    # per bank: several builds may share a work directory, and each has its own skip reasons
+    write_atomic(work / f"no_pairs.{cfg.bank.name}.jsonl", "".join(json.dumps(asdict(s)) + "\n" for s in skipped))
     distilled = stage_distill(cfg, problems, trajs, verdicts, pairs, work, models)
     identities = {name: load_target(name).identity for name in {*cfg.sources, cfg.summarizer}}
     entries, rejected = assemble_entries(cfg, problems, trajs, pairs, distilled, identities)
