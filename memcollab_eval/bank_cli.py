@@ -1,4 +1,4 @@
-"""``python -m memcollab_eval.bank {check,diff,gate}``: CI gates for a change to a memory bank.
+"""``python -m memcollab_eval.bank {check,diff,gate,attribute}``: CI gates for a change to a memory bank.
 
 * ``check BANK``: every structural and content check of :mod:`memcollab_eval.bank_checks`;
   exit 1 naming file, line, entry and problem for each failure, else exit 0 and print the
@@ -10,6 +10,8 @@
   previous run's outcomes), prints the flips and an exact McNemar test, and exits 1 when
   accuracy with the bank falls below the baseline by more than ``--tolerance``. A per-problem
   baseline (not a single number) is what makes the comparison paired and the flips visible.
+* ``attribute RUN_DIR``: for a finished evaluation run, which entries were in the prompt of the
+  problems memory fixed or broke (:mod:`memcollab_eval.bank_attribution`). Informational, exit 0.
 
 Exit codes: 0 pass, 1 a check/gate failed, 2 the command could not run as asked.
 """
@@ -112,6 +114,24 @@ def cmd_diff(args: argparse.Namespace) -> int:
         print(f"  {cat} | {pair}: {a} -> {b} ({b - a:+d})")
     if not moves:
         print("  (none)")
+    return EXIT_OK
+
+
+# ---- attribute ---------------------------------------------------------------------------
+
+def cmd_attribute(args: argparse.Namespace) -> int:
+    from memcollab_eval.bank_attribution import AttributionError, attribute, render
+
+    try:
+        report = render(attribute(args.run, args.bank), examples=args.examples)
+    except AttributionError as exc:
+        raise UsageError(str(exc)) from None
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(report, encoding="utf-8")
+        print(f"wrote {args.out}")
+    else:
+        print(report, end="")
     return EXIT_OK
 
 
@@ -315,6 +335,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
                    help="extra Hydra override for the evaluate job (repeatable)")
     p.set_defaults(func=cmd_gate)
+    p = sub.add_parser("attribute", help="per entry: problems it was retrieved for, and how many of them memory "
+                                         "fixed or broke (one run vs its no-memory twin)")
+    p.add_argument("run", help="an evaluation run directory (python -m memcollab_eval ... output)")
+    p.add_argument("--bank", help="bank directory for the entry texts (default: the one in the run's Hydra config)")
+    p.add_argument("--examples", type=int, default=3, help="broken problem ids shown per entry (default 3)")
+    p.add_argument("--out", help="write the Markdown report here instead of printing it")
+    p.set_defaults(func=cmd_attribute)
     return parser
 
 

@@ -238,3 +238,56 @@ def test_ci_example_is_valid_yaml():
     workflow = yaml.safe_load(text.split("```yaml\n", 1)[1].split("```", 1)[0])
     steps = " ".join(str(s.get("run", "")) for s in workflow["jobs"]["bank-gate"]["steps"])
     assert "memcollab_eval.bank check" in steps and "memcollab_eval.bank gate" in steps
+
+
+# ---- attribute -----------------------------------------------------------------------------
+
+RUNS = Path(__file__).resolve().parent / "data" / "runs"
+# the golden fixture run of the demo bank with retrieval=no_model_filter (tests/data/runs/make_runs.py):
+# math500 problem 3 broken, one MBPP and one HumanEval problem fixed, nothing flips where no memory was added
+NOFILTER_RUN = RUNS / "qwen25_coder_05b" / "demo" / "2026-11-26_07-10-38"
+
+
+def test_attribute_counts_flips_per_retrieved_entry():
+    from memcollab_eval.bank_attribution import attribute
+
+    a = attribute(NOFILTER_RUN)
+    by_id = {e.entry_id: e for e in a.effects}
+    assert (a.paired, a.with_memory, a.fixed_without_memory, a.broken_without_memory) == (16, 14, 0, 0)
+    assert (by_id["demo-027"].retrieved, by_id["demo-027"].broken, by_id["demo-027"].benchmarks) == (1, 1, {"math500": 1})
+    assert (by_id["demo-030"].fixed, by_id["demo-030"].benchmarks) == (2, {"humaneval": 1, "mbpp": 1})
+    assert by_id["demo-031"].fixed_ids == [i for i in by_id["demo-030"].fixed_ids if i.startswith("mbpp/")]
+    assert a.effects[0].entry_id == "demo-027" and a.effects[-1].entry_id == "demo-030"  # most harmful first
+    assert sum(e.retrieved for e in a.effects) >= a.with_memory
+    assert a.bank_dir.name == DEMO.name and a.texts["demo-030"].startswith("enforce handling empty strings")
+
+
+def test_attribute_cli_reports_flips_where_no_memory_was_added(tmp_path, capsys):
+    out = tmp_path / "report" / "attribution.md"
+    assert main(["attribute", str(RUNS / "qwen25_coder_05b" / "demo" / "2026-11-26_07-10-25"), "--out", str(out)]) == 0
+    report = out.read_text()
+    assert "memory was added to 14" in report and "still flipped (1 fixed, 0 broken)" in report
+    assert "| demo-033 | 2 | 0 | 1 | -1 | humaneval 2 | enforce building a new list" in report
+
+
+def test_attribute_without_hydra_config_needs_bank_for_texts(capsys):
+    assert main(["attribute", str(RUNS / "lm_eval_cli")]) == 0
+    out = capsys.readouterr().out
+    assert "| demo-007 | 2 | 1 | 0 | +1 | gsm8k 2 | - | - |" in out and "pass --bank" in out
+    assert main(["attribute", str(RUNS / "lm_eval_cli"), "--bank", str(DEMO)]) == 0
+    assert "| demo-007 | 2 | 1 | 0 | +1 | gsm8k 2 | enforce keeping money received" in capsys.readouterr().out
+
+
+def test_attribute_errors_name_the_file_and_line(tmp_path, capsys):
+    src = next((RUNS / "lm_eval_cli").rglob("samples_gsm8k_memcollab_*.jsonl"))
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / src.name).write_bytes(src.read_bytes())
+    assert main(["attribute", str(run)]) == 2
+    assert "gsm8k has no no-memory twin (samples_gsm8k_nomemory_*.jsonl)" in capsys.readouterr().err
+    twin = run / src.name.replace("_memcollab_", "_nomemory_")
+    lines = next((RUNS / "lm_eval_cli").rglob("samples_gsm8k_nomemory_*.jsonl")).read_text().splitlines()
+    twin.write_text("\n".join([lines[0], lines[1][:40], *lines[2:]]) + "\n")
+    assert main(["attribute", str(run)]) == 2
+    assert f"{twin} line 2: invalid JSON" in capsys.readouterr().err
+    assert main(["attribute", str(tmp_path / "missing")]) == 2
