@@ -107,12 +107,12 @@ def bank_of_run(run_dir: Path) -> Path | None:
     """The bank directory a Hydra run used, from its saved config (``${pkg_banks:}`` resolved)."""
     from omegaconf import OmegaConf
 
-    from memcollab_eval.cli import _register
+    from memcollab_eval.cli import register_hydra
 
     for d in (run_dir, *run_dir.parents[:2]):
         cfg_file = d / ".hydra" / "config.yaml"
         if cfg_file.is_file():
-            _register()
+            register_hydra()
             cfg = OmegaConf.load(cfg_file)
             path = OmegaConf.select(cfg, "bank.path", default=None)
             return Path(str(path)) if path else None

@@ -145,13 +145,13 @@ def compose_gate_config(args: argparse.Namespace, bank_name: str, output_dir: Pa
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
-    from memcollab_eval.cli import _register, prepare_argv
+    from memcollab_eval.cli import register_hydra, prepare_argv
     from memcollab_eval.config import BankConf
 
     overrides = [f"+target={args.target}", "+bank=none", f"benchmarks=[{','.join(args.benchmarks)}]",
                  f"limit={args.limit}", f"output_dir={output_dir}", f"data_dir={args.data_dir or default_data_dir()}",
                  *([f"target.identity={args.identity}"] if args.identity else []), *args.override]
-    _register()
+    register_hydra()
     try:
         with initialize_config_module(config_module="memcollab_eval.conf", version_base="1.3"):
             cfg = OmegaConf.to_object(compose(config_name="config", overrides=prepare_argv(overrides)))

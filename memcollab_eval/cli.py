@@ -65,7 +65,9 @@ def _check_options(group: str, value: str) -> None:
             raise ValueError(f"unknown {group} {option!r}; valid choices: {', '.join(valid)}")
 
 
-def _register() -> None:
+def register_hydra() -> None:
+    """Register the structured configs and the ``${pkg_banks:}`` resolver; every reader of a saved
+    run config (bank gate, attribution) needs them, not only the evaluate job."""
     register_configs()
     if not OmegaConf.has_resolver("pkg_banks"):
         OmegaConf.register_new_resolver("pkg_banks", lambda: str(PACKAGE_BANKS))
@@ -117,5 +119,5 @@ def run_hydra(job: Callable[[], None], prepare: Callable[[list[str]], list[str]]
 
 
 def main(argv: list[str] | None = None) -> None:
-    _register()
+    register_hydra()
     run_hydra(_evaluate_job, prepare_argv, lambda: _job_started, argv)

@@ -9,12 +9,12 @@ import pytest
 from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 
-from memcollab_eval.cli import _register, group_options, prepare_argv
+from memcollab_eval.cli import register_hydra, group_options, prepare_argv
 from memcollab_eval.config import EvalConf
 
 
 def compose_eval(overrides: list[str]) -> EvalConf:
-    _register()
+    register_hydra()
     with initialize_config_module(config_module="memcollab_eval.conf", version_base="1.3"):
         cfg = compose(config_name="config", overrides=prepare_argv(overrides))
     return OmegaConf.to_object(cfg)
