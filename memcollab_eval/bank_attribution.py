@@ -166,6 +166,14 @@ def attribute(run_dir: str | Path, bank_dir: str | Path | None = None) -> Attrib
     return Attribution(run_dir, bank_path, tuple(ordered), texts, paired, with_memory, fixed_plain, broken_plain)
 
 
+def _relative(path: Path) -> str:
+    """Below the working directory when it is (reports get committed; absolute paths do not travel)."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
 def render(a: Attribution, *, examples: int = 3) -> str:
     """A Markdown report: one row per retrieved entry, most harmful first."""
     lines = [f"# Entry attribution: {a.run_dir}", "",
@@ -187,5 +195,5 @@ def render(a: Attribution, *, examples: int = 3) -> str:
                      f"{text} | {shown or '-'} |")
     if not a.effects:
         lines.append("| (retrieval added nothing to any problem) | 0 | 0 | 0 | +0 | - | - | - |")
-    lines += ["", f"bank: {a.bank_dir}" if a.bank_dir else "bank: not found (entry texts not shown; pass --bank)"]
+    lines += ["", f"bank: {_relative(a.bank_dir)}" if a.bank_dir else "bank: not found (entry texts not shown; pass --bank)"]
     return "\n".join(lines) + "\n"

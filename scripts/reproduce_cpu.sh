@@ -89,6 +89,17 @@ evals() {
 
 leaderboard() {
   "$PY" -m memcollab_eval.leaderboard "$OUT" --out docs/reproduction --bootstrap 1000
+  # per memory run: which entries were in the prompts memory fixed or broke (the newest finished run each)
+  mkdir -p docs/reproduction/attribution
+  for bank_dir in "$OUT"/*/repro_*/; do
+    local run
+    run=$(find "$bank_dir" -name 'results_*.json' -printf '%h\n' | sort | tail -n 1)
+    [[ -n $run ]] || continue
+    local target bank
+    target=$(basename "$(dirname "$bank_dir")")
+    bank=$(basename "$bank_dir")
+    "$PY" -m memcollab_eval.bank attribute "$(dirname "$run")" --out "docs/reproduction/attribution/${target}__${bank}.md"
+  done
 }
 
 case "${1:-}" in
