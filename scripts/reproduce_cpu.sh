@@ -16,7 +16,8 @@
 # On a 2-core machine run two targets side by side, one core each:
 #   TARGETS=qwen25_coder_05b taskset -c 0 bash scripts/reproduce_cpu.sh evals &
 #   TARGETS=qwen25_coder_15b taskset -c 1 bash scripts/reproduce_cpu.sh evals &
-# (llama.cpp uses as many threads as the CPUs it may run on.) PROTOCOL=agent evaluates multi-turn.
+# (llama.cpp uses as many threads as the CPUs it may run on.) PROTOCOL=agent evaluates multi-turn (on a
+# seeded half of the set by default, see EVAL_SET below).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY="${PY:-.venv/bin/python}"
@@ -29,7 +30,14 @@ TARGETS="${TARGETS:-$SMALL $BIG}"
 CONDITIONS="${CONDITIONS:-none memcollab self transfer self_contrast memcollab_ungated memcollab_validated}"
 BANKS="${BANKS:-memcollab memcollab_ungated memcollab_validated self self_contrast}"
 PKG_BANKS=memcollab_eval/banks
-EVAL_SET=("benchmarks=[gsm8k,mbpp,humaneval]" limit=60 limits.mbpp=100 limits.humaneval=null subset=seeded)
+# The single-turn set; an agent episode costs several replies, so PROTOCOL=agent defaults to a seeded half of it
+# (a separate table: agent and single-turn runs are never combined). EVAL_SET="..." overrides either.
+if [[ $PROTOCOL == agent ]]; then
+  DEFAULT_SET="benchmarks=[gsm8k,mbpp,humaneval] limit=30 limits.mbpp=50 limits.humaneval=82 subset=seeded"
+else
+  DEFAULT_SET="benchmarks=[gsm8k,mbpp,humaneval] limit=60 limits.mbpp=100 limits.humaneval=null subset=seeded"
+fi
+read -ra EVAL_SET <<< "${EVAL_SET:-$DEFAULT_SET}"
 
 short() { [[ $1 == "$SMALL" ]] && echo 05b || echo 15b; }
 other() { [[ $1 == "$SMALL" ]] && echo "$BIG" || echo "$SMALL"; }
