@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from memcollab_eval.bank import BankError, load_bank
+from memcollab_eval.leaderboard_stats import flips
 
 
 class AttributionError(Exception):
@@ -108,15 +109,14 @@ def bank_of_run(run_dir: Path) -> Path | None:
     from omegaconf import OmegaConf
 
     from memcollab_eval.cli import register_hydra
+    from memcollab_eval.leaderboard import hydra_config
 
-    for d in (run_dir, *run_dir.parents[:2]):
-        cfg_file = d / ".hydra" / "config.yaml"
-        if cfg_file.is_file():
-            register_hydra()
-            cfg = OmegaConf.load(cfg_file)
-            path = OmegaConf.select(cfg, "bank.path", default=None)
-            return Path(str(path)) if path else None
-    return None
+    found = hydra_config(run_dir)
+    if found is None:
+        return None
+    register_hydra()
+    path = OmegaConf.select(OmegaConf.create(found[1]), "bank.path", default=None)
+    return Path(str(path)) if path else None
 
 
 def attribute(run_dir: str | Path, bank_dir: str | Path | None = None) -> Attribution:
@@ -134,23 +134,25 @@ def attribute(run_dir: str | Path, bank_dir: str | Path | None = None) -> Attrib
         if (bench, False) not in files:
             raise AttributionError(f"{run_dir}: {bench} has no no-memory twin (samples_{bench}_nomemory_*.jsonl)")
         before, after = _read(files[(bench, False)]), _read(files[(bench, True)])
+        # the leaderboard's and the gate's rule for what counts as fixed or broken
+        change = flips({pid: acc for pid, (acc, _) in before.items()}, {pid: acc for pid, (acc, _) in after.items()})
+        fixed, broken = set(change.fixed), set(change.broken)
+        paired += change.n
         for pid in sorted(before.keys() & after.keys()):
-            paired += 1
-            was, (now, ids) = before[pid][0] >= 0.5, after[pid]
-            now = now >= 0.5
+            ids = after[pid][1]
             if not ids:
-                fixed_plain += now and not was
-                broken_plain += was and not now
+                fixed_plain += pid in fixed
+                broken_plain += pid in broken
                 continue
             with_memory += 1
             for entry_id in dict.fromkeys(ids):
                 e = effects.setdefault(entry_id, EntryEffect(entry_id))
                 e.retrieved += 1
                 e.benchmarks[bench] = e.benchmarks.get(bench, 0) + 1
-                if now and not was:
+                if pid in fixed:
                     e.fixed += 1
                     e.fixed_ids.append(pid)
-                elif was and not now:
+                elif pid in broken:
                     e.broken += 1
                     e.broken_ids.append(pid)
     bank_path = Path(bank_dir) if bank_dir else bank_of_run(run_dir)

@@ -126,7 +126,7 @@ def find_results(paths: Sequence[str | Path]) -> list[Path]:
     return list(found)
 
 
-def _hydra_config(results_dir: Path) -> tuple[Path, dict] | None:
+def hydra_config(results_dir: Path) -> tuple[Path, dict] | None:
     for d in (results_dir, results_dir.parent):
         if (cfg := d / ".hydra" / "config.yaml").is_file():
             return d, yaml.safe_load(cfg.read_text(encoding="utf-8")) or {}
@@ -198,7 +198,7 @@ def load_run(results_file: Path) -> Run | None:
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise LeaderboardError(f"{results_file}: not a readable lm-eval results file ({exc})") from None
     stamp = results_file.stem[len("results_"):]
-    found = _hydra_config(results_file.parent)
+    found = hydra_config(results_file.parent)
     run_dir, hydra = found if found else (results_file.parent, None)
     target, origin, bank = _identity(data, hydra)
     conf = data.get("config") or {}
