@@ -85,9 +85,14 @@ def build_model(cfg: EvalConf):
 
     lm = build_lm(cfg.target)
     name = cfg.target.identity
+    cache_dir = Path(cfg.output_dir) / "cache"
     if cfg.protocol == "agent":
+        from lm_eval.api.model import CachingLM
+
         from memcollab_eval.agent.agent_lm import AgentLM
 
+        if cfg.use_cache:  # per-turn replies, so an interrupted agent run resumes mid-episode (see AgentLM)
+            lm = CachingLM(lm, str(agent_turn_cache(cache_dir, name)))
         lm = AgentLM(lm, agent_config(cfg))
         from memcollab_eval.agent.messages import PROTOCOL_VERSION
 
@@ -95,9 +100,16 @@ def build_model(cfg: EvalConf):
         name += f".agent-v{PROTOCOL_VERSION}-t{a.max_turns}-o{a.output_chars}-b{a.block_timeout:g}"
     if not cfg.use_cache:
         return lm, None
-    cache = Path(cfg.output_dir) / "cache" / name  # lm-eval's cache key has no model identity: one file per target
+    cache = cache_dir / name  # lm-eval's cache key has no model identity: one file per target
     cache.parent.mkdir(parents=True, exist_ok=True)
     return lm, str(cache)
+
+
+def agent_turn_cache(cache_dir: Path, identity: str) -> Path:
+    """The target's per-turn replies under the agent protocol. One file per target, shared by
+    every agent setting: a turn's key is its whole rendered conversation, which already holds
+    the wording and the (truncated) tool output, so a changed setting simply misses."""
+    return cache_dir / f"{identity}.agent-turns.db"
 
 
 def build_tasks(cfg: EvalConf) -> list[dict[str, Any]]:

@@ -144,5 +144,9 @@ def test_agent_request_cache_is_per_setting_and_wording(tmp_path):
 
     cfg = compose_eval(["+target=scripted", "+bank=none", "protocol=agent", "use_cache=true", "agent.max_turns=3",
                         f"output_dir={tmp_path}"])
-    _, cache = build_model(cfg)
+    lm, cache = build_model(cfg)
     assert cache == str(tmp_path / "cache" / f"scripted.agent-v{PROTOCOL_VERSION}-t3-o2000-b10")
+    # the turns (an interrupted run resumes mid-episode): one file per target, the turn's conversation is the key
+    assert lm.inner.cache_db == str(tmp_path / "cache" / "scripted.agent-turns.db")
+    assert build_model(compose_eval(["+target=scripted", "+bank=none", "protocol=agent", "use_cache=false",
+                                     f"output_dir={tmp_path}"]))[0].inner.__class__.__name__ == "ScriptedLM"

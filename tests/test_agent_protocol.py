@@ -15,7 +15,7 @@ from memcollab_eval.agent import blocks as B
 from memcollab_eval.agent.agent_lm import AgentLM, AgentRequestError
 from memcollab_eval.agent.messages import instruction, truncate
 from memcollab_eval.benchmarks import agent_fields, get_spec
-from memcollab_eval.llm.scripted import ScriptedLM
+from memcollab_eval.llm.scripted import ScriptedLM, ScriptExhaustedError
 from memcollab_eval.lmeval_tasks import ProcessResults
 
 MATH_DOC = {"memcollab_domain": "math", "memcollab_visible_test": "", "memcollab_setup_code": ""}
@@ -225,3 +225,37 @@ def test_episodes_advance_in_lock_step(tmp_path):
     requests = [Instance("generate_until", dict(MATH_DOC), (f"Q{i}", {}), i) for i in range(2)]
     texts = AgentLM(lm, AgentConfig()).generate_until(requests, disable_tqdm=True)
     assert calls == [2, 2] and [turns_of(t) for t in texts] == [2, 2]
+
+
+def test_an_interrupted_run_replays_finished_turns_and_episodes(tmp_path):
+    """What the evaluate job wires under use_cache=true: an inner model in lm-eval's CachingLM
+    (per-turn replies) and the agent in another (episodes). The first run dies in turn 2; the
+    re-run asks the model only for what had not been answered."""
+    from lm_eval.api.model import CachingLM
+
+    requests = [Instance("generate_until", dict(MATH_DOC), (f"Q{i}", {}), i) for i in range(3)]
+    turn_db, episode_db = str(tmp_path / "turns.db"), str(tmp_path / "episodes.db")
+
+    def attempt(lm: ScriptedLM) -> list[str]:
+        agent = CachingLM(AgentLM(CachingLM(lm, turn_db), AgentConfig()), episode_db)
+        return agent.generate_until(requests)
+
+    # turn 1: Q0 and Q2 answer at once, Q1 runs code; turn 2: Q1 gets no reply (the script runs out: the "crash")
+    first = scripted(tmp_path, script=["\\boxed{0}", "```python\nprint(1)\n```", "\\boxed{2}"])
+    with pytest.raises(ScriptExhaustedError):
+        attempt(first)
+    assert len(first.prompts) == 4
+    from sqlitedict import SqliteDict
+
+    with SqliteDict(episode_db) as episodes:  # Q0 and Q2 ended in turn 1 and were stored then, before the crash
+        assert len(episodes) == 2
+    (tmp_path / "rules.json").write_text(json.dumps([["```output\n1\n", "\\boxed{1}"]]))
+    second = ScriptedLM(rules=str(tmp_path / "rules.json"))  # would raise if asked anything but Q1's turn 2
+    texts = attempt(second)
+    # Q0 and Q2 came from the episode cache (stored as they ended), Q1's first turn from the turn cache
+    assert len(second.prompts) == 1 and "Q1" in second.prompts[0] and "```output\n1\n" in second.prompts[0]
+    assert [decode_transcript(t).data["messages"][-1]["content"] for t in texts] == ["\\boxed{0}", "\\boxed{1}",
+                                                                                      "\\boxed{2}"]
+    assert [turns_of(t) for t in texts] == [1, 2, 1]
+    third = ScriptedLM()  # every episode is cached now: no model call at all
+    assert attempt(third) == texts and third.prompts == []

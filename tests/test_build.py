@@ -219,9 +219,13 @@ def test_rerun_regenerates_nothing(built):
     tmp, paths = built
     work = tmp / "work"
     before = {f: (work / f).read_bytes() for f in ("trajectories.jsonl", "verdicts.jsonl", "distill.jsonl")}
+    manifest = (tmp / "bank" / "manifest.json").read_bytes()
     proc = subprocess.run(build_cmd(paths, work, tmp / "bank"), capture_output=True, text=True, timeout=300, cwd=tmp)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert {f: (work / f).read_bytes() for f in before} == before
+    # the bank is left alone: its manifest keeps the real build's wall time and date, not the replay's
+    assert (tmp / "bank" / "manifest.json").read_bytes() == manifest
+    assert "is up to date (" in proc.stdout and "left as it was" in proc.stdout
 
 
 def test_self_memory_build_reuses_a_greedy_work_directory_and_self_contrast_is_refused(built, tmp_path):

@@ -76,6 +76,11 @@ class AgentLM(LM):
     """Runs every ``generate_until`` request as an agent episode of ``inner``; episodes advance
     in lock-step, so each turn is one batched call of the inner model.
 
+    Resuming: an episode goes to lm-eval's request cache (``add_partial``) the moment it ends,
+    and an ``inner`` wrapped in lm-eval's ``CachingLM`` stores every turn's reply as the inner
+    model returns it (the evaluate job does both under ``use_cache=true``), so a re-run after an
+    interruption replays finished episodes and finished turns and generates only the rest.
+
     Code blocks run one after another in the calling thread, never in a thread pool: the
     sandbox's workers are started with ``--die-with-parent``, which Linux ties to the thread
     that started them, so a worker (re)started from a short-lived thread dies with it."""
@@ -106,24 +111,26 @@ class AgentLM(LM):
 
     def generate_until(self, requests: list[Instance], disable_tqdm: bool = False) -> list[str]:
         runners = [EpisodeRunner(task_from_request(r), self.config) for r in requests]
-        pending = list(range(len(requests)))
-        with tqdm(total=len(requests), desc="memcollab_agent episodes", disable=disable_tqdm) as bar:
+        transcripts: list[str | None] = [None] * len(requests)
+        pending, turn_no = list(range(len(requests))), 0
+        with tqdm(total=len(requests), desc="memcollab_agent episodes (turn 1)", disable=disable_tqdm) as bar:
             while pending:
                 turn = [self._turn_request(requests[i], runners[i].messages, n) for n, i in enumerate(pending)]
-                replies = self._inner_generate(turn)
+                replies = self._inner_generate(turn, disable_tqdm)
                 if len(replies) != len(turn):
                     raise RuntimeError(f"inner model returned {len(replies)} replies for {len(turn)} requests")
                 for i, reply in zip(pending, replies):
                     runners[i].receive(reply)
-                finished = [i for i in pending if runners[i].done]
-                bar.update(len(finished))
+                    if runners[i].done:  # cached now, not when the whole call ends: a killed run keeps it
+                        transcripts[i] = encode_episode(runners[i].episode(), self.config.summary())
+                        self.cache_hook.add_partial("generate_until", requests[i].args, transcripts[i])
+                        bar.update(1)
                 pending = [i for i in pending if not runners[i].done]
-        out = []
-        for request, runner in zip(requests, runners):
-            text = encode_episode(runner.episode(), self.config.summary())
-            self.cache_hook.add_partial("generate_until", request.args, text)
-            out.append(text)
-        return out
+                turn_no += 1
+                if pending:
+                    bar.set_description(f"memcollab_agent episodes (turn {turn_no + 1}: {len(pending)} open)")
+        assert all(t is not None for t in transcripts), "an episode did not end"
+        return transcripts  # type: ignore[return-value]
 
     def loglikelihood(self, requests: list[Instance], disable_tqdm: bool = False) -> list[tuple[float, bool]]:
         raise NotImplementedError("memcollab_agent runs generate_until tasks only")
@@ -157,14 +164,17 @@ class AgentLM(LM):
 
     # ---- one turn ----------------------------------------------------------------------
 
-    def _inner_generate(self, turn: list[Instance]) -> list[str]:
-        """One batched call; the inner model's own progress bar is muted when it has one
-        (a bar per turn would bury the episode bar)."""
+    def _inner_generate(self, turn: list[Instance], disable_tqdm: bool) -> list[str]:
+        """One batched call. The inner model's own bar stays on (a first turn of a few hundred
+        episodes on a CPU takes an hour, and only that bar moves meanwhile) unless the caller
+        mutes progress; lm-eval's CachingLM takes no such argument and shows it anyway."""
         try:
-            quiet = "disable_tqdm" in inspect.signature(self.inner.generate_until).parameters
+            accepts = "disable_tqdm" in inspect.signature(self.inner.generate_until).parameters
         except (TypeError, ValueError):
-            quiet = False
-        return self.inner.generate_until(turn, disable_tqdm=True) if quiet else self.inner.generate_until(turn)
+            accepts = False
+        if accepts:
+            return self.inner.generate_until(turn, disable_tqdm=disable_tqdm)
+        return self.inner.generate_until(turn)
 
     def render(self, messages: list[Message]) -> str:
         if not self.config.use_chat_template:

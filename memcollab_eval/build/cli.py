@@ -63,6 +63,9 @@ def _build_job(cfg: DictConfig) -> None:
     except (PoolError, StageFileError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(1)
+    if stats.get("unchanged"):
+        print(f"bank {conf.bank.name} in {conf.out_dir()} is up to date ({stats['entries']} entries): left as it was")
+        return
     print(f"bank {conf.bank.name} written to {conf.out_dir()}: {stats['entries']} entries "
           f"from {stats['pool_problems']} problems; rejected {stats['rejected']}; "
           f"{stats['seconds_per_problem']} s and {stats['tokens_per_problem']} tokens per problem")

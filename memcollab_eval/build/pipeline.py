@@ -370,6 +370,33 @@ def _run_stages(cfg: BuildConf, work: Path) -> dict:
     if validation is not None:
         stats["validation"] = {"target": load_target(cfg.validation_target()).identity, "groups": validation}
     stats["wall_seconds_this_invocation"] = round(time.time() - started, 1)
-    save_bank(cfg.out_dir(), entries, name=cfg.bank.name, version=cfg.bank.version,
-              sources=[identities[s] for s in cfg.sources], summarizer=identities[cfg.summarizer], config={"build": cfg.as_dict(), "stats": stats}, notes=cfg.bank.notes)
+    header = {"name": cfg.bank.name, "version": cfg.bank.version, "sources": [identities[s] for s in cfg.sources],
+              "summarizer": identities[cfg.summarizer], "notes": cfg.bank.notes}
+    if bank_is_current(cfg.out_dir(), entries, header):
+        stats["unchanged"] = True
+        return stats
+    save_bank(cfg.out_dir(), entries, config={"build": cfg.as_dict(), "stats": stats}, **header)
     return stats
+
+
+def bank_is_current(out_dir: Path, entries: list[dict], header: dict) -> bool:
+    """True when the bank on disk already holds exactly these entries under this name,
+    version, sources, summarizer and notes. Re-running a finished build then leaves the bank
+    alone: rewriting it would replace the manifest's record of the real build (its wall time,
+    its creation date) with a replay's."""
+    from memcollab_eval.bank import BankError, entry_from_dict, load_bank, serialize_entries, sha256_bytes
+
+    if not (Path(out_dir) / "manifest.json").exists():
+        return False
+    try:
+        bank = load_bank(out_dir)
+    except BankError:
+        return False  # damaged or stale: rewrite it
+    m = bank.manifest
+    try:
+        wanted = sha256_bytes(serialize_entries(entry_from_dict(e) for e in entries))
+    except BankError:
+        return False  # save_bank will name the bad entry
+    return (wanted == m.sha256
+            and header == {"name": m.name, "version": m.version, "sources": list(m.sources),
+                           "summarizer": m.summarizer, "notes": m.notes})

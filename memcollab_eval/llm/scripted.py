@@ -55,6 +55,7 @@ class ScriptedLM(LM):
             if self.delay:
                 time.sleep(self.delay)
             self.usage.append({"prompt_chars": len(prompt), "completion_chars": len(text), "truncated": False})
+            self.cache_hook.add_partial("generate_until", request.args, text)  # as real backends do: per reply
             out.append(text)
         return out
 
