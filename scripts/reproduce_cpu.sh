@@ -97,16 +97,22 @@ evals() {
 
 leaderboard() {
   "$PY" -m memcollab_eval.leaderboard "$OUT" --out docs/reproduction --bootstrap 1000
-  # per memory run: which entries were in the prompts memory fixed or broke (the newest finished run each)
+  # per memory run: which entries were in the prompts memory fixed or broke (the newest finished run of each
+  # protocol; an agent run's report gets the suffix .agent)
   mkdir -p docs/reproduction/attribution
   for bank_dir in "$OUT"/*/repro_*/; do
-    local run
-    run=$(find "$bank_dir" -name 'results_*.json' -printf '%h\n' | sort | tail -n 1)
-    [[ -n $run ]] || continue
     local target bank
     target=$(basename "$(dirname "$bank_dir")")
     bank=$(basename "$bank_dir")
-    "$PY" -m memcollab_eval.bank attribute "$(dirname "$run")" --out "docs/reproduction/attribution/${target}__${bank}.md"
+    for proto in single_turn agent; do
+      local run suffix=""
+      [[ $proto == agent ]] && suffix=.agent
+      # summary.json is written when a run has finished; its "protocol" says which table the run belongs to
+      run=$(grep -l "\"protocol\": \"$proto\"" "$bank_dir"*/summary.json 2>/dev/null | sort | tail -n 1 || true)
+      [[ -n $run ]] || continue
+      "$PY" -m memcollab_eval.bank attribute "$(dirname "$run")" \
+        --out "docs/reproduction/attribution/${target}__${bank}${suffix}.md"
+    done
   done
 }
 
