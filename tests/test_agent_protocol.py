@@ -140,6 +140,19 @@ def test_visible_test_feedback_for_a_proposed_solution_then_the_final_block(tmp_
     assert data["final_text"] == "```python\n# final\ndef add(a, b):\n    return a + b\n```"
 
 
+def test_a_final_block_with_only_the_marker_finalises_the_last_proposed_solution(tmp_path):
+    """Seen with Qwen2.5-Coder-0.5B: after "it passed" it replies ```python\n# final\n``` meaning "that one"."""
+    lm = scripted(tmp_path, script=["```python\ndef add(a, b):\n    return a + b\n```\n```python\nprint(add(1, 1))\n```",
+                                    "It passed.\n```python\n# final\n```"])
+    data = run(AgentLM(lm, AgentConfig()), "Write add(a, b).", ADD_DOC)
+    assert data["stopped"] == "final" and data["turns"] == 2
+    assert data["final_text"] == "```python\ndef add(a, b):\n    return a + b\n```"  # the solution, not the print
+    # with nothing proposed before, the empty final block is the answer (and fails the tests)
+    alone = run(AgentLM(scripted(tmp_path, script=["```python\n# final\n# see above\n```"]), AgentConfig()),
+                "Write add(a, b).", ADD_DOC)
+    assert alone["stopped"] == "final" and alone["final_text"] == "```python\n# final\n# see above\n```"
+
+
 def test_max_turns_ends_the_episode_and_the_last_reply_is_warned(tmp_path):
     lm = scripted(tmp_path, rules=[["Count", "```python\nprint('still thinking')\n```"]])
     data = run(AgentLM(lm, AgentConfig(max_turns=3)), "Count the primes below 10.", MATH_DOC)

@@ -11,7 +11,8 @@ The markers are defined here once and quoted by the protocol instruction:
 * math: the reply contains ``\\boxed{`` outside its code blocks;
 * code: a ```python block whose first non-blank line is ``# final`` (any case; a line
   ``FINAL SOLUTION:`` right before the block is accepted too, for models that label
-  blocks instead of commenting them).
+  blocks instead of commenting them). A marked block that holds nothing but the marker
+  finalises the last solution proposed in an earlier reply (``marker_only``).
 """
 
 from __future__ import annotations
@@ -85,6 +86,12 @@ def final_block(text: str) -> CodeBlock | None:
     """The last python block marked final, if any."""
     marked = [b for b in python_blocks(text) if b.final]
     return marked[-1] if marked else None
+
+
+def marker_only(block: CodeBlock) -> bool:
+    """A final block with nothing in it but comments: the model declares a solution it
+    proposed earlier final rather than repeating it."""
+    return all(not line.strip() or line.lstrip().startswith("#") for line in block.code.splitlines())
 
 
 def prose(text: str) -> str:

@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from memcollab_eval.agent.blocks import FINAL_COMMENT
 
 # 2: the code instruction says that the task's "single code block" request is about the final solution
-PROTOCOL_VERSION = 2
+# 3: a final block holding only the marker finalises the last solution proposed before (it was scored empty)
+PROTOCOL_VERSION = 3
 
 _RUN_RULE = (
     "- To run code, write it in a ```python block and end your reply there. The harness runs each block on its "

@@ -161,7 +161,12 @@ class EpisodeRunner:
         if self.task.domain == "math":
             return reply if B.has_boxed_answer(reply) else None
         block = B.final_block(reply)
-        return None if block is None else B.fenced(block.code)
+        if block is None:
+            return None
+        if B.marker_only(block):  # "```python\n# final\n```": the solution it already proposed is the answer
+            earlier = self._last_proposed()
+            return B.fenced(block.code) if earlier is None else B.fenced(earlier.code)
+        return B.fenced(block.code)
 
     def _fallback_answer(self) -> str:
         """What is scored when the turns ran out: for math the last reply (the scorer falls back
@@ -170,10 +175,16 @@ class EpisodeRunner:
         replies = [m["content"] for m in self.messages if m["role"] == "assistant"]
         if self.task.domain == "math":
             return replies[-1]
-        proposed = [b for r in replies for b in B.python_blocks(r)]
-        solutions = [b for b in proposed if self._function and B.defines_function(b.code, self._function)]
-        chosen = (solutions or proposed or [None])[-1]
+        chosen = self._last_proposed()
         return replies[-1] if chosen is None else B.fenced(chosen.code)
+
+    def _last_proposed(self) -> B.CodeBlock | None:
+        """The last block of any reply that defines the tested function, else the last python
+        block with code in it (marker-only final blocks are not proposals)."""
+        replies = [m["content"] for m in self.messages if m["role"] == "assistant"]
+        proposed = [b for r in replies for b in B.python_blocks(r) if not (b.final and B.marker_only(b))]
+        solutions = [b for b in proposed if self._function and B.defines_function(b.code, self._function)]
+        return (solutions or proposed or [None])[-1]
 
     # ---- running a block -------------------------------------------------------------
 
