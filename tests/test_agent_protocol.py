@@ -272,3 +272,24 @@ def test_an_interrupted_run_replays_finished_turns_and_episodes(tmp_path):
     assert [turns_of(t) for t in texts] == [1, 2, 1]
     third = ScriptedLM()  # every episode is cached now: no model call at all
     assert attempt(third) == texts and third.prompts == []
+
+
+def test_a_sequential_backend_runs_each_episode_to_its_end(tmp_path):
+    """llama_cpp declares sequential_generation: episode by episode, so each turn's prompt extends
+    the previous prompt (llama.cpp then reads only the new part)."""
+    lm = scripted(tmp_path, rules=[["```output\n", "\\boxed{2}"], ["Q", "```python\nprint(2)\n```"]])
+    lm.sequential_generation = True  # type: ignore[attr-defined]
+    calls: list[int] = []
+    generate = lm.generate_until
+    lm.generate_until = lambda reqs, disable_tqdm=False: calls.append(len(reqs)) or generate(reqs)  # type: ignore
+    requests = [Instance("generate_until", dict(MATH_DOC), (f"Q{i}", {}), i) for i in range(2)]
+    texts = AgentLM(lm, AgentConfig()).generate_until(requests, disable_tqdm=True)
+    assert calls == [1, 1, 1, 1] and [turns_of(t) for t in texts] == [2, 2]
+    assert ["Q0" in p for p in lm.prompts] == [True, True, False, False]
+    assert lm.prompts[1].startswith(lm.prompts[0]) and lm.prompts[3].startswith(lm.prompts[2])
+
+
+def test_the_llama_cpp_backend_declares_sequential_generation():
+    from memcollab_eval.models.llamacpp_lm import LlamaCppLM
+
+    assert LlamaCppLM.sequential_generation is True

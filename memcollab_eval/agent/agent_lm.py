@@ -32,7 +32,7 @@ from typing import Any
 
 import lm_eval.models  # noqa: F401  (must precede register_model, or lm-eval's built-ins vanish)
 from lm_eval.api.instance import Instance
-from lm_eval.api.model import LM
+from lm_eval.api.model import LM, CachingLM, hash_args
 from lm_eval.api.registry import get_model, register_model
 from lm_eval.utils import simple_parse_args_string
 from tqdm import tqdm
@@ -73,8 +73,10 @@ def plain_render(messages: list[Message]) -> str:
 
 @register_model("memcollab_agent")
 class AgentLM(LM):
-    """Runs every ``generate_until`` request as an agent episode of ``inner``; episodes advance
-    in lock-step, so each turn is one batched call of the inner model.
+    """Runs every ``generate_until`` request as an agent episode of ``inner``. Episodes advance
+    in lock-step, so each turn is one batched call of the inner model, unless the inner model
+    generates one request at a time (``sequential_generation``, see ``_generates_one_at_a_time``):
+    then each episode runs to its end before the next starts.
 
     Resuming: an episode goes to lm-eval's request cache (``add_partial``) the moment it ends,
     and an ``inner`` wrapped in lm-eval's ``CachingLM`` stores every turn's reply as the inner
@@ -112,23 +114,32 @@ class AgentLM(LM):
     def generate_until(self, requests: list[Instance], disable_tqdm: bool = False) -> list[str]:
         runners = [EpisodeRunner(task_from_request(r), self.config) for r in requests]
         transcripts: list[str | None] = [None] * len(requests)
-        pending, turn_no = list(range(len(requests))), 0
-        with tqdm(total=len(requests), desc="memcollab_agent episodes (turn 1)", disable=disable_tqdm) as bar:
-            while pending:
-                turn = [self._turn_request(requests[i], runners[i].messages, n) for n, i in enumerate(pending)]
-                replies = self._inner_generate(turn, disable_tqdm)
+        sequential = _generates_one_at_a_time(self.inner)
+        with tqdm(total=len(requests), desc="memcollab_agent episodes", disable=disable_tqdm) as bar:
+
+            def advance(indices: list[int], quiet: bool) -> list[int]:
+                """One turn for each of ``indices``; returns those still open."""
+                turn = [self._turn_request(requests[i], runners[i].messages, n) for n, i in enumerate(indices)]
+                replies = self._inner_generate(turn, quiet)
                 if len(replies) != len(turn):
                     raise RuntimeError(f"inner model returned {len(replies)} replies for {len(turn)} requests")
-                for i, reply in zip(pending, replies):
+                for i, reply in zip(indices, replies):
                     runners[i].receive(reply)
                     if runners[i].done:  # cached now, not when the whole call ends: a killed run keeps it
                         transcripts[i] = encode_episode(runners[i].episode(), self.config.summary())
                         self.cache_hook.add_partial("generate_until", requests[i].args, transcripts[i])
                         bar.update(1)
-                pending = [i for i in pending if not runners[i].done]
-                turn_no += 1
-                if pending:
-                    bar.set_description(f"memcollab_agent episodes (turn {turn_no + 1}: {len(pending)} open)")
+                return [i for i in indices if not runners[i].done]
+
+            if sequential:  # each episode to its end, then the next: every turn's prompt extends the last one
+                for i in range(len(requests)):
+                    while advance([i], quiet=True):
+                        pass
+            else:
+                pending, turn_no = list(range(len(requests))), 1
+                while pending:
+                    bar.set_description(f"memcollab_agent episodes (turn {turn_no}: {len(pending)} open)")
+                    pending, turn_no = advance(pending, quiet=disable_tqdm), turn_no + 1
         return [t for t in transcripts if t is not None]  # every episode ends: by an answer or at max_turns
 
     def loglikelihood(self, requests: list[Instance], disable_tqdm: bool = False) -> list[tuple[float, bool]]:
@@ -163,17 +174,29 @@ class AgentLM(LM):
 
     # ---- one turn ----------------------------------------------------------------------
 
-    def _inner_generate(self, turn: list[Instance], disable_tqdm: bool) -> list[str]:
-        """One batched call. The inner model's own bar stays on (a first turn of a few hundred
-        episodes on a CPU takes an hour, and only that bar moves meanwhile) unless the caller
-        mutes progress; lm-eval's CachingLM takes no such argument and shows it anyway."""
-        try:
-            accepts = "disable_tqdm" in inspect.signature(self.inner.generate_until).parameters
-        except (TypeError, ValueError):
-            accepts = False
-        if accepts:
-            return self.inner.generate_until(turn, disable_tqdm=disable_tqdm)
-        return self.inner.generate_until(turn)
+    def _inner_generate(self, turn: list[Instance], quiet: bool) -> list[str]:
+        """One call of the inner model. When it sits in lm-eval's ``CachingLM`` (the turn cache),
+        cached turns are read from its store and only the rest reach the model, with its own
+        progress bar under our control (``CachingLM`` itself would draw two bars per call);
+        every new reply is stored at once."""
+        if not isinstance(self.inner, CachingLM):
+            return _generate(self.inner, turn, quiet)
+        store = self.inner.dbdict
+        replies: list[str | None] = [None] * len(turn)
+        keys = [None if r.args[1].get("do_sample") else hash_args("generate_until", r.args) for r in turn]
+        for n, key in enumerate(keys):
+            if key is not None and key in store:
+                replies[n] = store[key]
+        missing = [n for n, reply in enumerate(replies) if reply is None]
+        if missing:
+            fresh = _generate(self.inner.lm, [turn[n] for n in missing], quiet)
+            if len(fresh) != len(missing):
+                raise RuntimeError(f"inner model returned {len(fresh)} replies for {len(missing)} requests")
+            for n, text in zip(missing, fresh):
+                replies[n] = text
+                if keys[n] is not None:
+                    store[keys[n]] = text  # backends that call add_partial have stored it already
+        return [r for r in replies if r is not None]
 
     def render(self, messages: list[Message]) -> str:
         if not self.config.use_chat_template:
@@ -188,6 +211,25 @@ class AgentLM(LM):
         kwargs["until"] = until + ([STOP_AT_FAKE_OUTPUT] if STOP_AT_FAKE_OUTPUT not in until else [])
         return Instance(request_type="generate_until", doc=request.doc, arguments=(self.render(messages), kwargs),
                         idx=n, metadata=(request.task_name, request.doc_id, request.repeats))
+
+
+def _generate(lm: Any, turn: list[Instance], quiet: bool) -> list[str]:
+    """``lm.generate_until(turn)``, muting its progress bar when asked and when it has one."""
+    try:
+        accepts = "disable_tqdm" in inspect.signature(lm.generate_until).parameters
+    except (TypeError, ValueError):
+        accepts = False
+    return lm.generate_until(turn, disable_tqdm=quiet) if accepts else lm.generate_until(turn)
+
+
+def _generates_one_at_a_time(inner: Any) -> bool:
+    """Whether the backend declares ``sequential_generation`` (llama_cpp does): it answers one
+    request after another and reuses its KV cache for the prefix a prompt shares with the
+    previous one. Running each episode to its end then makes every turn's prompt an extension
+    of the last, so only the new messages are read; lock-step turns would re-read every
+    conversation from the start. Batching backends (vllm, hf) keep the lock-step schedule."""
+    lm = inner.lm if isinstance(inner, CachingLM) else inner
+    return bool(getattr(lm, "sequential_generation", False))
 
 
 def _parse_inner_args(inner_args: str | dict[str, Any] | None) -> dict[str, Any]:

@@ -84,6 +84,10 @@ def _import_llama_cpp() -> Any:
 class LlamaCppLM(LlamaCppScoring, TemplateLM):
     """lm-eval model backed by an in-process ``llama_cpp.Llama`` (CPU, one request at a time)."""
 
+    # one request after another, and llama.cpp keeps the KV cache of the prefix a prompt shares with
+    # the previous one: callers with multi-turn work (the agent wrapper) order requests to use that
+    sequential_generation = True
+
     def __init__(
         self,
         model: str | None = None,
