@@ -121,8 +121,6 @@ class AgentLM(LM):
                 """One turn for each of ``indices``; returns those still open."""
                 turn = [self._turn_request(requests[i], runners[i].messages, n) for n, i in enumerate(indices)]
                 replies = self._inner_generate(turn, quiet)
-                if len(replies) != len(turn):
-                    raise RuntimeError(f"inner model returned {len(replies)} replies for {len(turn)} requests")
                 for i, reply in zip(indices, replies):
                     runners[i].receive(reply)
                     if runners[i].done:  # cached now, not when the whole call ends: a killed run keeps it
@@ -190,8 +188,6 @@ class AgentLM(LM):
         missing = [n for n, reply in enumerate(replies) if reply is None]
         if missing:
             fresh = _generate(self.inner.lm, [turn[n] for n in missing], quiet)
-            if len(fresh) != len(missing):
-                raise RuntimeError(f"inner model returned {len(fresh)} replies for {len(missing)} requests")
             for n, text in zip(missing, fresh):
                 replies[n] = text
                 if keys[n] is not None:
@@ -214,12 +210,16 @@ class AgentLM(LM):
 
 
 def _generate(lm: Any, turn: list[Instance], quiet: bool) -> list[str]:
-    """``lm.generate_until(turn)``, muting its progress bar when asked and when it has one."""
+    """``lm.generate_until(turn)``, muting its progress bar when asked and when it has one; the
+    one place the inner model is called, so the one place its reply count is checked."""
     try:
         accepts = "disable_tqdm" in inspect.signature(lm.generate_until).parameters
     except (TypeError, ValueError):
         accepts = False
-    return lm.generate_until(turn, disable_tqdm=quiet) if accepts else lm.generate_until(turn)
+    replies = lm.generate_until(turn, disable_tqdm=quiet) if accepts else lm.generate_until(turn)
+    if len(replies) != len(turn):
+        raise RuntimeError(f"inner model returned {len(replies)} replies for {len(turn)} requests")
+    return replies
 
 
 def _generates_one_at_a_time(inner: Any) -> bool:
