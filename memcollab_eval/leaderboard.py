@@ -153,9 +153,13 @@ def _read_samples(path: Path) -> tuple[Sample, ...]:
         if s is None:
             continue
         doc = s.get("doc") or {}
+        try:  # a record without its score must not count as a failure: the row would drop silently
+            acc = float(s["acc"])
+        except (KeyError, TypeError, ValueError):
+            raise LeaderboardError(f"{path} line {lineno}: field acc is missing or not a number") from None
         tokens, turns, abst = (doc.get(k, s.get(k)) for k in ("memcollab_memory_tokens", "memcollab_turns",
                                                              "memcollab_abstained"))
-        out.append(Sample(str(doc.get("memcollab_id", f"doc_id:{s.get('doc_id')}")), float(s.get("acc", 0.0)),
+        out.append(Sample(str(doc.get("memcollab_id", f"doc_id:{s.get('doc_id')}")), acc,
                           None if abst is None else bool(abst), len(doc.get("memcollab_memory") or ""),
                           None if tokens is None else int(tokens), None if turns is None else float(turns),
                           "memcollab_episode" in doc))

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from conftest import data_dir
 
-from memcollab_eval.leaderboard import NO_MEMORY, build_leaderboard, load_run
+from memcollab_eval.leaderboard import NO_MEMORY, LeaderboardError, build_leaderboard, load_run
 from memcollab_eval.leaderboard_render import group_warnings, main, render_html, render_markdown
 from memcollab_eval.leaderboard_stats import bootstrap_mean, flips, mcnemar_exact, paired_delta
 
@@ -155,6 +155,17 @@ def test_missing_samples_real_token_counts_and_turns(tmp_path):
     he = got[(DEMO, "humaneval")]  # aggregate from the results file only: no CI, no pairing
     assert he.accuracy == 0.0 and he.n == 4 and he.ci_low is None and he.delta_vs_nomemory is None
     assert he.abstain_rate == 0.0
+
+
+def test_sample_without_a_score_is_an_error_naming_file_and_line(tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(min((HYDRA_RUNS / "demo").iterdir()), run)
+    path = next(run.rglob("samples_gsm8k_memcollab_*.jsonl"))
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    del lines[1]["acc"]
+    path.write_text("".join(json.dumps(s) + "\n" for s in lines))
+    with pytest.raises(LeaderboardError, match=rf"{path.name} line 2: field acc is missing"):
+        build_leaderboard([run], iters=10)
 
 
 def test_cli_writes_md_csv_html_png(tmp_path, capsys):
