@@ -24,6 +24,7 @@ from typing import Any
 
 import yaml
 
+from memcollab_eval.agent.transcript import TranscriptError, decode_transcript
 from memcollab_eval.config import BENCHMARK_NAMES, RetrievalConf
 from memcollab_eval.subsets import describe
 
@@ -46,6 +47,7 @@ class Sample:
     memory_tokens: int | None
     turns: float | None
     agent: bool = False  # answered through the multi-turn agent protocol (a logged episode)
+    agent_protocol: int | None = None  # the protocol version that episode ran under
 
 
 @dataclass(frozen=True)
@@ -162,8 +164,25 @@ def _read_samples(path: Path) -> tuple[Sample, ...]:
         out.append(Sample(str(doc.get("memcollab_id", f"doc_id:{s.get('doc_id')}")), acc,
                           None if abst is None else bool(abst), len(doc.get("memcollab_memory") or ""),
                           None if tokens is None else int(tokens), None if turns is None else float(turns),
-                          "memcollab_episode" in doc))
+                          "memcollab_episode" in doc, _protocol_version(doc, s)))
     return tuple(out)
+
+
+def _protocol_version(doc: dict, sample: dict) -> int | None:
+    """The agent protocol version of a logged episode: the doc says it since version 4; before,
+    only the transcript in the response did."""
+    episode = doc.get("memcollab_episode")
+    if not isinstance(episode, dict):
+        return None
+    if episode.get("protocol_version") is not None:
+        return int(episode["protocol_version"])
+    response = (sample.get("filtered_resps") or [None])[0]
+    try:
+        transcript = decode_transcript(response) if isinstance(response, str) else None
+    except TranscriptError:
+        return None
+    version = None if transcript is None else transcript.data.get("protocol_version")
+    return None if version is None else int(version)
 
 
 def _identity(data: dict, hydra: dict | None) -> tuple[str, str, str]:
@@ -246,6 +265,9 @@ def load_run(results_file: Path) -> Run | None:
     # Single-turn vs agent runs are never comparable; read from the samples, so lm-eval-only runs
     # and runs from before the protocol option existed are classified too.
     settings["mode"] = "agent" if any(s.agent for t in tasks for s in t.samples) else "single-turn"
+    versions = sorted({s.agent_protocol for t in tasks for s in t.samples if s.agent_protocol is not None})
+    if versions:  # episodes of different protocol versions are scored by different rules
+        settings["agent_protocol"] = ",".join(f"v{v}" for v in versions)
     if hydra and "protocol" in hydra:
         settings["protocol_config"] = _short_hash(hydra["protocol"])
     return Run(run_dir, results_file, float(data.get("date") or results_file.stat().st_mtime), target, origin, bank,

@@ -116,7 +116,8 @@ class ProcessResults:
         turns = 1 if episode is None else episode.turns
         doc["memcollab_turns"] = turns
         if episode is not None:
-            doc["memcollab_episode"] = {"turns": turns, "stopped": episode.stopped, "blocks_run": episode.n_blocks}
+            doc["memcollab_episode"] = {"turns": turns, "stopped": episode.stopped, "blocks_run": episode.n_blocks,
+                                        "protocol_version": episode.data.get("protocol_version")}
         return {
             "acc": float(verdict.passed),
             "no_answer": float(verdict.status == "no_answer"),

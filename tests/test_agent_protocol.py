@@ -13,7 +13,7 @@ from lm_eval.api.instance import Instance
 from memcollab_eval.agent import AgentConfig, AgentTask, decode_transcript, run_episode, scored_text, turns_of
 from memcollab_eval.agent import blocks as B
 from memcollab_eval.agent.agent_lm import AgentLM, AgentRequestError
-from memcollab_eval.agent.messages import instruction, truncate
+from memcollab_eval.agent.messages import PROTOCOL_VERSION, instruction, truncate
 from memcollab_eval.benchmarks import agent_fields, get_spec
 from memcollab_eval.llm.scripted import ScriptedLM, ScriptExhaustedError
 from memcollab_eval.lmeval_tasks import ProcessResults
@@ -153,6 +153,24 @@ def test_a_final_block_with_only_the_marker_finalises_the_last_proposed_solution
     assert alone["stopped"] == "final" and alone["final_text"] == "```python\n# final\n# see above\n```"
 
 
+def test_a_reply_that_starts_with_the_marker_is_a_final_block_without_its_opening_fence(tmp_path):
+    """Seen with Qwen2.5-Coder-1.5B (130 of its first 411 agent replies): "# final\ndef ...\n```", or
+    the code alone, without the opening fence, repeated after every reminder."""
+    closed = B.final_block("# final\ndef add(a, b):\n    return a + b\n```\nThat is my answer.")
+    assert (closed.code, closed.closed) == ("# final\ndef add(a, b):\n    return a + b\n", True)
+    bare = B.final_block("\n# Final\ndef add(a, b):\n    return a + b")
+    assert (bare.code, bare.closed) == ("# Final\ndef add(a, b):\n    return a + b\n", False)
+    # blocks after it are still read; a marker further down a prose reply is not a block
+    assert [b.final for b in B.python_blocks("# final\nx = 1\n```\n```python\nprint(2)\n```")] == [True, False]
+    assert B.final_block("Here it is:\n# final\ndef add(a, b):\n    return a + b\n```") is None
+    labelled = B.final_block("# final\n```python\ndef add(a, b):\n    return a + b\n```")  # a label, not a block
+    assert labelled.code == "def add(a, b):\n    return a + b\n"
+    data = run(AgentLM(scripted(tmp_path, script=["# final\ndef add(a, b):\n    return a + b\n```"]), AgentConfig()),
+               "Write add(a, b).", ADD_DOC)
+    assert (data["stopped"], data["turns"]) == ("final", 1)
+    assert data["final_text"] == "```python\n# final\ndef add(a, b):\n    return a + b\n```"
+
+
 def test_max_turns_ends_the_episode_and_the_last_reply_is_warned(tmp_path):
     lm = scripted(tmp_path, rules=[["Count", "```python\nprint('still thinking')\n```"]])
     data = run(AgentLM(lm, AgentConfig(max_turns=3)), "Count the primes below 10.", MATH_DOC)
@@ -191,7 +209,8 @@ def test_turns_metric_and_final_answer_scoring(tmp_path):
     doc = {"answer": "Natalia sold 2 + 2 = 4 clips.\n#### 4", **MATH_DOC}
     metrics = ProcessResults(get_spec("gsm8k"))(doc, [text])
     assert metrics == {"acc": 1.0, "no_answer": 0.0, "memory_injected": 0.0, "turns": 2.0}
-    assert doc["memcollab_turns"] == 2 and doc["memcollab_episode"] == {"turns": 2, "stopped": "final", "blocks_run": 1}
+    assert doc["memcollab_turns"] == 2 and doc["memcollab_episode"] == {"turns": 2, "stopped": "final", "blocks_run": 1,
+                                                                  "protocol_version": PROTOCOL_VERSION}
     single = {"answer": "#### 4"}
     assert ProcessResults(get_spec("gsm8k"))(single, ["\\boxed{4}"])["turns"] == 1.0 and single["memcollab_turns"] == 1
 

@@ -237,3 +237,21 @@ def test_agent_runs_are_not_combined_with_single_turn_runs(tmp_path):
     (warning,) = group_warnings(board)
     assert "differ in mode -- mode: single-turn vs agent" in warning
     assert cells(board)[(DEMO, "gsm8k")].turns == 3
+
+
+def test_agent_runs_of_different_protocol_versions_are_not_combined(tmp_path):
+    """Versions score episodes by different rules (v4 reads a final block without its opening fence);
+    runs from before v4 carry the version only in the transcript of their response."""
+    for name, version, in_doc in (("old", 3, False), ("new", 4, True)):
+        shutil.copytree(min((HYDRA_RUNS / "demo").iterdir()), tmp_path / name)
+        for path in (tmp_path / name).rglob("samples_*.jsonl"):
+            lines = [json.loads(line) for line in path.read_text().splitlines()]
+            for s in lines:
+                s["doc"]["memcollab_episode"] = {"turns": 2, "stopped": "final",
+                                                 **({"protocol_version": version} if in_doc else {})}
+                s["filtered_resps"] = ['<memcollab_episode>' + json.dumps(
+                    {"format": "memcollab_episode/1", "protocol_version": version, "turns": 2, "stopped": "final",
+                     "final_text": "x"}) + '</memcollab_episode>']
+            path.write_text("".join(json.dumps(s) + "\n" for s in lines))
+    (warning,) = group_warnings(build_leaderboard([tmp_path], iters=50))
+    assert "agent_protocol: v3 vs v4" in warning or "agent_protocol: v4 vs v3" in warning

@@ -10,9 +10,13 @@ The markers are defined here once and quoted by the protocol instruction:
 
 * math: the reply contains ``\\boxed{`` outside its code blocks;
 * code: a ```python block whose first non-blank line is ``# final`` (any case; a line
-  ``FINAL SOLUTION:`` right before the block is accepted too, for models that label
-  blocks instead of commenting them). A marked block that holds nothing but the marker
+  ``FINAL SOLUTION:`` or ``# final`` right before the block is accepted too, for models that
+  label blocks instead of commenting them). A marked block that holds nothing but the marker
   finalises the last solution proposed in an earlier reply (``marker_only``).
+* code, unopened: a reply whose first non-blank line is ``# final`` is a final python block
+  even without its opening fence; it runs to the first closing fence or to the end of the
+  reply. Qwen2.5-Coder-1.5B answers the instruction this way in a third of its replies and
+  repeats it after every reminder, so reading it strictly scored a stated solution as none.
 """
 
 from __future__ import annotations
@@ -51,6 +55,16 @@ def find_blocks(text: str) -> list[CodeBlock]:
     blocks: list[CodeBlock] = []
     lines = text.splitlines()
     i = 0
+    nonblank = [k for k, line in enumerate(lines) if line.strip()]
+    # an unopened final block (module docstring); a marker line followed by a fence labels that block instead
+    if nonblank and _FINAL_LINE.match(lines[nonblank[0]]) and not (
+            len(nonblank) > 1 and _OPEN.match(lines[nonblank[1]])):
+        start = j = nonblank[0]
+        while j < len(lines) and not _CLOSE.match(lines[j]):
+            j += 1
+        body = lines[start:j]
+        blocks.append(CodeBlock(code="\n".join(body) + "\n", lang="python", closed=j < len(lines), final=True))
+        i = j + 1
     while i < len(lines):
         opened = _OPEN.match(lines[i])
         if not opened:
@@ -65,7 +79,8 @@ def find_blocks(text: str) -> list[CodeBlock]:
         code = "\n".join(body) + ("\n" if body else "")
         lang = opened.group(1)
         first = next((line for line in body if line.strip()), "")
-        final = lang.lower() in PYTHON_LANGS and (bool(_FINAL_LINE.match(first)) or bool(_FINAL_LABEL.match(label)))
+        final = lang.lower() in PYTHON_LANGS and any(
+            rule.match(text) for rule, text in ((_FINAL_LINE, first), (_FINAL_LABEL, label), (_FINAL_LINE, label)))
         blocks.append(CodeBlock(code=code, lang=lang, closed=j < len(lines), final=final))
         i = j + 1
     return blocks

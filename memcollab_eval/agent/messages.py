@@ -13,7 +13,8 @@ from memcollab_eval.agent.blocks import FINAL_COMMENT
 
 # 2: the code instruction says that the task's "single code block" request is about the final solution
 # 3: a final block holding only the marker finalises the last solution proposed before (it was scored empty)
-PROTOCOL_VERSION = 3
+# 4: a reply that starts with the `# final` line is a final block even when its opening fence is missing
+PROTOCOL_VERSION = 4
 
 _RUN_RULE = (
     "- To run code, write it in a ```python block and end your reply there. The harness runs each block on its "
