@@ -151,10 +151,13 @@ def group_runs(runs: Sequence[Run]) -> list[list[Run]]:
 def cell_row(group: str, target: str, source: str, bench: str, picked: list[tuple[Run, TaskResult]],
              base: list[tuple[Run, TaskResult]], iters: int, seed: int, note: str = "") -> LeaderboardRow:
     """One cell (one benchmark, or the macro average when ``picked`` holds several)."""
-    key = f"{group}|{target}|{source}|{bench}"
+    # The seed key leaves out the settings group: its letter depends on which other runs were read,
+    # and a table's intervals must not move when runs of another setting are added beside it.
+    key = f"{target}|{source}|{bench}"
     tasks = [t for _, t in picked]
     if all(t.samples for t in tasks):
-        acc = stratified_mean([[s.acc for s in t.samples] for t in tasks], iters=iters, seed=seed, key=key)
+        acc = stratified_mean([[s.acc for s in sorted(t.samples, key=lambda s: s.id)] for t in tasks],
+                              iters=iters, seed=seed, key=key)
     else:
         acc = Estimate(sum(t.accuracy for t in tasks) / len(tasks), None, None, sum(t.n for t in tasks))
     base_by_bench = {t.benchmark: t for _, t in base}

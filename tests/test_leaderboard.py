@@ -255,3 +255,28 @@ def test_agent_runs_of_different_protocol_versions_are_not_combined(tmp_path):
             path.write_text("".join(json.dumps(s) + "\n" for s in lines))
     (warning,) = group_warnings(build_leaderboard([tmp_path], iters=50))
     assert "agent_protocol: v3 vs v4" in warning or "agent_protocol: v4 vs v3" in warning
+
+
+def test_intervals_do_not_move_when_runs_of_another_setting_are_added(tmp_path):
+    """The settings group's letter depends on which runs were read; the bootstrap seed must not."""
+    alone = {(r.source, r.benchmark): (r.ci_low, r.ci_high, r.delta_ci_low, r.delta_ci_high)
+             for r in build_leaderboard([HYDRA_RUNS], iters=200, seed=0).rows}
+    earlier = tmp_path / "agent"  # an agent run dated before the others takes letter A
+    shutil.copytree(min((HYDRA_RUNS / "demo").iterdir()), earlier)
+    for path in earlier.rglob("*.json*"):
+        if path.name.startswith("samples_"):
+            lines = [json.loads(line) for line in path.read_text().splitlines()]
+            for s in lines:
+                s["doc"]["memcollab_episode"], s["doc"]["memcollab_turns"] = {"turns": 2, "stopped": "final"}, 2
+            path.write_text("".join(json.dumps(s) + "\n" for s in lines))
+        elif path.name.startswith("results_"):
+            data = json.loads(path.read_text())
+            data["date"] = 1.0
+            path.write_text(json.dumps(data))
+    board = build_leaderboard([HYDRA_RUNS, earlier], iters=200, seed=0)
+    assert {r.group for r in board.rows} == {"A", "B"}
+    agent_group = next(r.group for r in board.rows if r.turns == 2)
+    assert agent_group == "A"
+    mixed = {(r.source, r.benchmark): (r.ci_low, r.ci_high, r.delta_ci_low, r.delta_ci_high)
+             for r in board.rows if r.group != agent_group}
+    assert mixed == alone
