@@ -59,11 +59,8 @@ def find_blocks(text: str) -> list[CodeBlock]:
     # an unopened final block (module docstring); a marker line followed by a fence labels that block instead
     if nonblank and _FINAL_LINE.match(lines[nonblank[0]]) and not (
             len(nonblank) > 1 and _OPEN.match(lines[nonblank[1]])):
-        start = j = nonblank[0]
-        while j < len(lines) and not _CLOSE.match(lines[j]):
-            j += 1
-        body = lines[start:j]
-        blocks.append(CodeBlock(code="\n".join(body) + "\n", lang="python", closed=j < len(lines), final=True))
+        code, j = _body(lines, nonblank[0])
+        blocks.append(CodeBlock(code=code, lang="python", closed=j < len(lines), final=True))
         i = j + 1
     while i < len(lines):
         opened = _OPEN.match(lines[i])
@@ -71,19 +68,24 @@ def find_blocks(text: str) -> list[CodeBlock]:
             i += 1
             continue
         label = _previous_nonblank(lines, i)
-        body: list[str] = []
-        j = i + 1
-        while j < len(lines) and not _CLOSE.match(lines[j]):
-            body.append(lines[j])
-            j += 1
-        code = "\n".join(body) + ("\n" if body else "")
+        code, j = _body(lines, i + 1)
         lang = opened.group(1)
-        first = next((line for line in body if line.strip()), "")
+        first = next((line for line in code.splitlines() if line.strip()), "")
         final = lang.lower() in PYTHON_LANGS and any(
             rule.match(text) for rule, text in ((_FINAL_LINE, first), (_FINAL_LABEL, label), (_FINAL_LINE, label)))
         blocks.append(CodeBlock(code=code, lang=lang, closed=j < len(lines), final=final))
         i = j + 1
     return blocks
+
+
+def _body(lines: list[str], start: int) -> tuple[str, int]:
+    """The code from line ``start`` up to the closing fence, and that fence's index
+    (``len(lines)`` when the block is never closed)."""
+    end = start
+    while end < len(lines) and not _CLOSE.match(lines[end]):
+        end += 1
+    body = lines[start:end]
+    return "\n".join(body) + ("\n" if body else ""), end
 
 
 def _previous_nonblank(lines: list[str], index: int) -> str:
