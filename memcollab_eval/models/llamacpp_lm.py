@@ -14,6 +14,14 @@ What it adds over "just call llama.cpp":
 * usage accounting: for every generation request, in request order, the prompt and completion
   token counts and whether generation hit the token limit (``truncated``), so the evaluation can
   report a truncation rate. Read ``lm.usage`` (list of dicts) or ``lm.usage_summary()``.
+* batched decoding: with ``n_parallel > 1`` up to that many requests are decoded together in one
+  llama.cpp batch (:mod:`memcollab_eval.models.llamacpp_batch`), refilling a slot as soon as its
+  request stops; on a CPU that roughly doubles the aggregate tokens per second. ``n_parallel=1``
+  is the sequential path of earlier versions and reproduces their outputs exactly.
+  ``generation_fingerprint`` names the mode, for request-cache keys.
+* each distinct (prompt, settings) request is generated once per ``generate_until`` call and its
+  answer given to every identical request (:mod:`memcollab_eval.models.request_sharing`);
+  ``share_identical=False`` turns that off.
 
 Usage::
 
@@ -30,16 +38,19 @@ model_args: ``model`` (embedded name or .gguf path; ``pretrained`` is an alias),
 (4096), ``n_threads`` (usable CPUs), ``n_threads_batch`` (= n_threads), ``n_batch`` (512),
 ``seed`` (1234), ``max_gen_toks`` (1024, at most n_ctx/2 when not given), ``chat_template``
 (name of a template stored in the GGUF, or a path to a Jinja file; default: the GGUF's own),
-``logits_all`` (False), ``verbose`` (False), ``progress`` (True).
+``logits_all`` (False), ``verbose`` (False), ``progress`` (True), ``n_parallel``
+(DEFAULT_N_PARALLEL; sequences decoded together, 1 = sequential), ``share_identical`` (True).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import os
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -52,8 +63,13 @@ from tqdm import tqdm
 from memcollab_eval.models.chat_messages import continue_final_message, merge_system_into_user
 from memcollab_eval.models.embedded import EMBEDDED_MODELS, resolve_model
 from memcollab_eval.models.generation_usage import GenerationUsage, UsageSummary, summarize_usage
+from memcollab_eval.models.llamacpp_batch import BatchedDecoder, BatchRequest, BatchResult
+from memcollab_eval.models.llamacpp_memory import (
+    KVShape, available_memory_bytes, check_cache_fits, estimate_cache,
+)
 from memcollab_eval.models.llamacpp_sampling import sampler_args
 from memcollab_eval.models.llamacpp_scoring import LlamaCppScoring
+from memcollab_eval.models.request_sharing import plan_sharing
 
 if TYPE_CHECKING:
     from lm_eval.api.instance import Instance
@@ -61,6 +77,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 DEFAULT_MAX_GEN_TOKS = 1024
+# Sequences decoded together by default (see benchmarks/bench_generation.py for the measurements).
+DEFAULT_N_PARALLEL = 8
 INSTALL_HINT = "pip install 'llama-cpp-python>=0.3' (the 'cpu' extra of memcollab-eval)"
 
 def _usable_cpus() -> int:
@@ -80,13 +98,25 @@ def _import_llama_cpp() -> Any:
     return llama_cpp
 
 
+@dataclass(frozen=True)
+class _Prepared:
+    """One request resolved into what decides its completion (and hence its sharing key)."""
+
+    prompt: tuple[int, ...]
+    context_truncated: bool
+    until: tuple[str, ...]
+    max_gen_toks: int
+    sampling: dict[str, Any]
+
+    def key(self) -> tuple[Any, ...]:
+        sampled = self.sampling.get("temperature", 0.0) > 0.0
+        settings = {k: v for k, v in self.sampling.items() if sampled or k != "seed"}  # greedy: seed is moot
+        return (self.prompt, self.until, self.max_gen_toks, tuple(sorted(settings.items())))
+
+
 @register_model("llama_cpp")
 class LlamaCppLM(LlamaCppScoring, TemplateLM):
-    """lm-eval model backed by an in-process ``llama_cpp.Llama`` (CPU, one request at a time)."""
-
-    # one request after another, and llama.cpp keeps the KV cache of the prefix a prompt shares with
-    # the previous one: callers with multi-turn work (the agent wrapper) order requests to use that
-    sequential_generation = True
+    """lm-eval model backed by an in-process ``llama_cpp.Llama`` (CPU; ``n_parallel`` requests at a time)."""
 
     def __init__(
         self,
@@ -105,13 +135,16 @@ class LlamaCppLM(LlamaCppScoring, TemplateLM):
         max_batch_size: int | None = None,
         device: str | None = None,
         progress: bool = True,
+        n_parallel: int | None = None,
+        share_identical: bool | str = True,
         **unknown: Any,
     ) -> None:
         super().__init__()
         if unknown:
             raise TypeError(
                 f"unknown model_args for llama_cpp: {', '.join(sorted(unknown))}. Known: model (or pretrained), n_ctx, "
-                "n_threads, n_threads_batch, n_batch, seed, max_gen_toks, chat_template, logits_all, verbose, progress"
+                "n_threads, n_threads_batch, n_batch, seed, max_gen_toks, chat_template, logits_all, verbose, progress, "
+                "n_parallel, share_identical"
             )
         model = model if model is not None else pretrained
         if not model:
@@ -128,6 +161,10 @@ class LlamaCppLM(LlamaCppScoring, TemplateLM):
         self._max_gen_toks = int(max_gen_toks) if max_gen_toks else min(DEFAULT_MAX_GEN_TOKS, self.n_ctx // 2)
         if not 0 < self._max_gen_toks < self.n_ctx:
             raise ValueError(f"max_gen_toks ({self._max_gen_toks}) must be positive and below n_ctx ({self.n_ctx})")
+        self.n_parallel = DEFAULT_N_PARALLEL if n_parallel in (None, "") else int(n_parallel)
+        if self.n_parallel < 1:
+            raise ValueError(f"n_parallel must be at least 1 (1 = sequential decoding), got {self.n_parallel}")
+        self.share_identical = str(share_identical).lower() not in ("false", "0", "no")
         self.seed = int(seed)
         self.logits_all = bool(logits_all)
         self.progress = bool(progress)
@@ -158,6 +195,17 @@ class LlamaCppLM(LlamaCppScoring, TemplateLM):
         self._records: list[GenerationUsage] = []
         self._requests_seen = 0
         self._warned: set[str] = set()
+        self.shared_requests = 0  # requests answered by an identical request's generation
+        self._batched = self._batched_decoder(llama_cpp, int(n_batch)) if self.n_parallel > 1 else None
+
+    def _batched_decoder(self, llama_cpp: Any, n_batch: int) -> BatchedDecoder:
+        """The batched context, after checking that its KV cache fits (a clear error, not an OOM kill)."""
+        limit = int(llama_cpp.llama_max_parallel_sequences())
+        if self.n_parallel > limit:
+            raise ValueError(f"n_parallel={self.n_parallel} exceeds llama.cpp's limit of {limit} sequences")
+        estimate = estimate_cache(KVShape.from_llama(self._llm), self.n_parallel, self.n_ctx, n_ubatch=n_batch)
+        check_cache_fits(estimate, available_memory_bytes(), model_name=self.model_path.name)
+        return BatchedDecoder(self._llm, self.n_parallel, self.n_ctx, n_batch)
 
     # ------------------------------------------------------------------ setup helpers
 
@@ -218,6 +266,21 @@ class LlamaCppLM(LlamaCppScoring, TemplateLM):
         return f"llama_cpp__{self.model_path.stem}__tpl-{digest}"
 
     @property
+    def generation_fingerprint(self) -> str:
+        """What a request-cache key must include besides the request: model, template and decoding
+        mode. Batched and sequential greedy outputs can differ in rare tokens (different kernels'
+        rounding), so ``__seq`` and ``__batch<n>`` completions must never share a cache."""
+        mode = "seq" if self.n_parallel == 1 else f"batch{self.n_parallel}"
+        return f"{self.tokenizer_name}__{mode}"
+
+    @property
+    def sequential_generation(self) -> bool:
+        """True with ``n_parallel=1``: one request after another, and llama.cpp keeps the KV cache
+        of the prefix a prompt shares with the previous one, so callers with multi-turn work (the
+        agent wrapper) run each episode to its end. Batched: they advance episodes in lock-step."""
+        return self.n_parallel == 1
+
+    @property
     def llama(self) -> Any:
         """The underlying ``llama_cpp.Llama`` (for callers that need metadata or raw access)."""
         return self._llm
@@ -234,6 +297,8 @@ class LlamaCppLM(LlamaCppScoring, TemplateLM):
             "n_threads": self.n_threads,
             "seed": self.seed,
             "max_gen_toks": self._max_gen_toks,
+            "n_parallel": self.n_parallel,
+            "generation_fingerprint": self.generation_fingerprint,
         }
 
     # ------------------------------------------------------------------ tokenization
@@ -320,9 +385,8 @@ class LlamaCppLM(LlamaCppScoring, TemplateLM):
     def reset_usage(self) -> None:
         self._records.clear()
 
-    def _sampling_args(self, kwargs: dict[str, Any]) -> dict[str, Any]:
-        # A distinct but reproducible seed per request, so repeated samples of one prompt differ.
-        args, ignored = sampler_args(kwargs, default_seed=self.seed + self._requests_seen)
+    def _sampling_args(self, kwargs: dict[str, Any], default_seed: int) -> dict[str, Any]:
+        args, ignored = sampler_args(kwargs, default_seed=default_seed)
         if ignored:
             self._warn_once(f"ignored:{ignored}", "llama_cpp ignores unsupported gen_kwargs: %s", ignored)
         return args
@@ -346,46 +410,108 @@ class LlamaCppLM(LlamaCppScoring, TemplateLM):
         )
         return tokens[-keep:], True
 
-    def _generate_one(self, context: str, gen_kwargs: Mapping[str, Any] | None) -> tuple[str, GenerationUsage]:
+    def _prepare(self, context: str, gen_kwargs: Mapping[str, Any] | None, number: int) -> _Prepared:
+        """Resolve one request: its prompt tokens, stops, token limit and sampler arguments.
+
+        ``number`` counts requests over the model's life: a distinct but reproducible default
+        seed per request (``seed + number``), so repeated samples of one prompt differ.
+        """
         kwargs = dict(normalize_gen_kwargs(dict(gen_kwargs or {}), self._max_gen_toks))
         until = handle_stop_sequences(kwargs.pop("until", None), eos=self._eos_text or None)
         max_gen_toks = min(int(kwargs.pop("max_gen_toks")), self.n_ctx - 1)
         kwargs.pop("max_length", None)
-        sampling = self._sampling_args(kwargs)
+        sampling = self._sampling_args(kwargs, default_seed=self.seed + number)
         prompt, cut = self._fit_prompt(self.tok_encode(context), max_gen_toks)
+        return _Prepared(tuple(prompt), cut, tuple(until), max_gen_toks, sampling)
 
+    def _generate_sequential(self, request: _Prepared) -> tuple[str, GenerationUsage]:
+        """One request through ``create_completion``: the path of ``n_parallel=1``."""
         started = time.perf_counter()
         response = self._llm.create_completion(
-            prompt, max_tokens=max_gen_toks, stop=[s for s in until if s], **sampling
+            list(request.prompt), max_tokens=request.max_gen_toks, stop=[s for s in request.until if s],
+            **request.sampling,
         )
         seconds = time.perf_counter() - started
         choice = response["choices"][0]
-        text = postprocess_generated_text(choice["text"], stop=until, think_end_token=None)
+        text = postprocess_generated_text(choice["text"], stop=list(request.until), think_end_token=None)
         usage = GenerationUsage(
             prompt_tokens=int(response["usage"]["prompt_tokens"]),
             completion_tokens=int(response["usage"]["completion_tokens"]),
             truncated=choice.get("finish_reason") == "length",
             finish_reason=str(choice.get("finish_reason")),
-            max_gen_toks=max_gen_toks,
-            context_truncated=cut,
+            max_gen_toks=request.max_gen_toks,
+            context_truncated=request.context_truncated,
             seconds=seconds,
         )
         return text, usage
 
+    def _batch_request(self, request: _Prepared) -> BatchRequest:
+        """The batched equivalent of the sequential call: the same token budget rule as
+        ``create_completion`` (never past ``n_ctx``) and the same stops and sampler arguments."""
+        prompt = list(request.prompt) or [self.prefix_token_id]
+        budget = request.max_gen_toks
+        if budget + len(prompt) >= self.n_ctx:
+            budget = self.n_ctx - len(prompt)
+        return BatchRequest(prompt=prompt, max_tokens=budget, stop=tuple(s for s in request.until if s),
+                            sampling=request.sampling)
+
+    def _usage_from_batch(self, request: _Prepared, result: BatchResult) -> tuple[str, GenerationUsage]:
+        text = postprocess_generated_text(result.text, stop=list(request.until), think_end_token=None)
+        return text, GenerationUsage(
+            prompt_tokens=result.prompt_tokens,
+            completion_tokens=result.completion_tokens,
+            truncated=result.finish_reason == "length",
+            finish_reason=result.finish_reason,
+            max_gen_toks=request.max_gen_toks,
+            context_truncated=request.context_truncated,
+            seconds=result.seconds,
+        )
+
+    def _run(self, prepared: list[_Prepared], bar: Any) -> list[tuple[str, GenerationUsage]]:
+        """Generate ``prepared`` (already distinct), sequentially or batched; outputs in order."""
+        started = time.perf_counter()
+        produced = 0
+
+        def progress(usage: GenerationUsage) -> None:
+            nonlocal produced
+            produced += usage.completion_tokens
+            bar.update(1)
+            bar.set_postfix(tok_s=f"{produced / max(time.perf_counter() - started, 1e-9):.1f}", refresh=False)
+
+        if self._batched is None:
+            outputs = []
+            for request in prepared:
+                outputs.append(self._generate_sequential(request))
+                progress(outputs[-1][1])
+            return outputs
+
+        def finished(index: int, result: BatchResult) -> None:
+            progress(self._usage_from_batch(prepared[index], result)[1])
+
+        results = self._batched.generate([self._batch_request(r) for r in prepared], on_finish=finished)
+        return [self._usage_from_batch(r, res) for r, res in zip(prepared, results, strict=True)]
+
     def generate_until(self, requests: list[Instance], disable_tqdm: bool = False) -> list[str]:
-        """Generate for each request in order; ``Instance.args`` is ``(context, gen_kwargs)``."""
-        results: list[str] = []
-        bar = tqdm(total=len(requests), desc="llama_cpp generate_until", disable=disable_tqdm or not self.progress)
+        """Generate for each request; ``Instance.args`` is ``(context, gen_kwargs)``. Results and
+        usage records come in request order; identical requests share one generation."""
+        first_number = self._requests_seen
+        prepared = [self._prepare(*r.args, first_number + i) for i, r in enumerate(requests)]
+        self._requests_seen += len(requests)
+        keys = [p.key() if self.share_identical else i for i, p in enumerate(prepared)]
+        plan = plan_sharing(keys)
+        bar = tqdm(total=len(plan.unique), desc="llama_cpp generate_until",
+                   disable=disable_tqdm or not self.progress)
         try:
-            for request in requests:
-                context, gen_kwargs = request.args
-                text, usage = self._generate_one(context, gen_kwargs)
-                self._requests_seen += 1
-                self._records.append(usage)
-                results.append(text)
-                self.cache_hook.add_partial("generate_until", (context, gen_kwargs), text)
-                bar.update(1)
-                bar.set_postfix(tok_s=f"{usage.completion_tokens / max(usage.seconds, 1e-9):.1f}", refresh=False)
+            outputs = self._run([prepared[i] for i in plan.unique], bar)
         finally:
             bar.close()
+        results: list[str] = []
+        for index, request in enumerate(requests):
+            text, usage = outputs[plan.source[index]]
+            if plan.is_copy(index):  # the answer is another request's: no time of its own
+                usage = dataclasses.replace(usage, seconds=0.0)
+            self._records.append(usage)
+            results.append(text)
+            self.cache_hook.add_partial("generate_until", request.args, text)
+        self.shared_requests += plan.shared
         return results
