@@ -17,8 +17,9 @@ from memcollab_eval.verify.math_answer import check_answer, check_answers, extra
 from memcollab_eval.verify.verdict import Verdict
 
 GOLDEN = Path(__file__).parent / "data" / "math_golden.jsonl"
-# Slow for sympy (it tries to evaluate 9^387420489) but interruptible by the alarm.
-PATHOLOGICAL = r"The answer is $\boxed{9^{9^{9}}}$."
+# Slow for sympy (it tries to evaluate 9^387420489) but interruptible by the alarm. Not a
+# pure power tower: those are decided by their number of digits (test_power_tower_fails_fast).
+PATHOLOGICAL = r"The answer is $\boxed{9^{9^{9}} + 1}$."
 
 
 def _golden_cases() -> list[dict[str, str]]:
@@ -72,6 +73,9 @@ def test_golden(case: dict[str, str]) -> None:
         (r"\fbox{7}", "math", "7"),
         (r"$\boxed 5$.", "math", "5"),
         (r"$\boxed{1}$, $\boxed{2}$", "math", "1, 2"),
+        (r"\boxed{1} \boxed{2} \boxed{3} \boxed{5}", "math", "5"),  # attempts: the last one counts
+        (r"$\boxed{1}$ $\boxed{2}$", "math", "2"),
+        (r"\boxed{1}; \boxed{2} \quad \boxed{3}", "math", "1, 2, 3"),
         (r"$\boxed{4}$ ... so again $\boxed{4}$", "math", "4"),
         ("Step 1 ... 3 + 4 = 7\n#### 7", "gsm8k", "7"),
         ("The final answer is $1,234.50. I hope it is correct.", "gsm8k", "1234.50"),
@@ -145,6 +149,33 @@ def test_progress_bar_can_be_forced(capsys: pytest.CaptureFixture[str]) -> None:
     verdicts = check_answers([(r"\boxed{2}", "2", "math")] * 3, workers=1, progress=True)
     assert all(v.passed for v in verdicts)
     assert "math checks" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------- size edge cases
+
+
+def test_integers_beyond_the_int_string_limit_compare_exactly() -> None:
+    big = "7" * 5000  # Python refuses int(str) beyond 4,300 digits
+    assert check_answer(rf"so $\boxed{{{big}}}$", big).status == "pass"
+    assert check_answer(f"The answer is {big}", big, kind="gsm8k").status == "pass"
+    off_by_one = check_answer(rf"\boxed{{{big[:-1]}8}}", big)
+    assert off_by_one.status == "fail", off_by_one
+
+
+@pytest.mark.parametrize(("response", "gold"), [
+    (r"\boxed{9^{9^{9^9}}}", "5"), (r"\boxed{9^{9^{9}}}", "1"), (r"\boxed{10^{10^{10}}}", "100"), ("3", r"2^{10^{20}}"),
+])
+def test_power_tower_fails_fast(response: str, gold: str) -> None:
+    start = time.monotonic()
+    verdict = check_answer(response, gold, timeout=3.0)
+    assert verdict.status == "fail" and "digits" in verdict.detail, verdict
+    assert time.monotonic() - start < 1.0
+
+
+def test_small_powers_still_go_to_math_verify() -> None:
+    assert check_answer(r"\boxed{2^{10}}", "1024").status == "pass"
+    assert check_answer(r"\boxed{10^{60}}", "1" + "0" * 60).status == "pass"
+    assert check_answer(r"\boxed{10^{60}}", "1" + "0" * 59).status == "fail"
 
 
 # -------------------------------------------------------------------- timeouts

@@ -42,6 +42,7 @@ from memcollab_eval.verify.math_extract import (
     check_kind,
     extract_answer,
     extract_gold,
+    magnitude_mismatch,
     rewrites,
     to_number,
 )
@@ -120,6 +121,9 @@ def _equivalent(pred: str, gold: str, kind: str) -> tuple[bool, str]:
         return pred_value == gold_value, f"numeric: {verdict}"
     if bases_conflict(pred, gold):
         return False, f"base differs from gold {gold!r}"
+    mismatch = magnitude_mismatch(pred, gold)
+    if mismatch:
+        return False, f"not equivalent: {mismatch}"
     return _math_equal(pred, gold)
 
 

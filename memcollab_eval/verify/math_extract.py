@@ -6,7 +6,9 @@ timeout needed, testable exhaustively. Extraction rules, in order of trust, are 
 ones MATH/GSM8K harnesses converge on:
 
 1. the last ``\\boxed{...}`` / ``\\fbox{...}`` (nested braces, also ``\\boxed 5``);
-   adjacent boxes joined by "," / "and" count as one multi-part answer;
+   adjacent boxes joined by "," / ";" / "and" / "or" / ``\\quad`` count as one
+   multi-part answer; boxes with only spaces or ``$`` between them are successive
+   attempts, and the last one is the answer;
 2. the last ``#### N`` (GSM8K's own answer format);
 3. the last "answer is ..." / "final answer is ..." / "Answer: ...";
 4. the last number anywhere in the text.
@@ -14,7 +16,9 @@ ones MATH/GSM8K harnesses converge on:
 
 from __future__ import annotations
 
+import math
 import re
+from decimal import Decimal
 from fractions import Fraction
 
 KINDS: tuple[str, ...] = ("math", "gsm8k")
@@ -22,6 +26,8 @@ KINDS: tuple[str, ...] = ("math", "gsm8k")
 _BOX_RE = re.compile(r"\\(?:boxed|fbox)(?![a-zA-Z])")
 # Between two boxes that together form one answer ("\boxed{1}$ and $\boxed{2}").
 _BOX_JOINER_RE = re.compile(r"^(?:\s|\$|,|;|\\quad|\\qquad|\band\b|\bor\b|\\text\{\s*(?:and|or)\s*\})*$")
+# ...of which at least one must be a real joiner: "\boxed{1} \boxed{2} \boxed{5}" is three attempts.
+_BOX_REAL_JOINER_RE = re.compile(r",|;|\\quad|\\qquad|\band\b|\bor\b")
 _HASHES_RE = re.compile(r"####\s*([^\n]*)")
 # The tail is captured in a lookahead so matches may overlap: in "Answer: The
 # final answer is 7" the inner "answer is" must still be found.
@@ -72,7 +78,8 @@ def _box_content(text: str, start: int) -> tuple[str, int] | None:
 
 def last_boxed(text: str) -> str | None:
     """The last boxed answer, merged with the boxes right before it if only
-    separators lie between them (models often box each of several solutions)."""
+    separators with a joiner lie between them (models often box each of several
+    solutions: "$\\boxed{2}$ and $\\boxed{-3}$"); whitespace alone does not join."""
     boxes: list[tuple[int, int, str]] = []
     for match in _BOX_RE.finditer(text):
         found = _box_content(text, match.end())
@@ -82,7 +89,8 @@ def last_boxed(text: str) -> str | None:
         return None
     parts = [boxes[-1][2]]
     for (_, end, content), (next_start, _, _) in zip(reversed(boxes[:-1]), reversed(boxes[1:])):
-        if not _BOX_JOINER_RE.match(text[end:next_start]):
+        gap = text[end:next_start]
+        if not _BOX_JOINER_RE.match(gap) or not _BOX_REAL_JOINER_RE.search(gap):
             break
         if content != parts[0]:  # a restated box is not a second answer
             parts.insert(0, content)
@@ -135,7 +143,8 @@ def to_number(text: str) -> Fraction | None:
     cleaned = _clean_number(text)
     if not _PLAIN_NUMBER_RE.fullmatch(cleaned):
         return None
-    return Fraction(cleaned.replace(",", ""))
+    # via Decimal: Fraction("...") goes through int(str), which refuses more than 4,300 digits
+    return Fraction(Decimal(cleaned.replace(",", "")))
 
 
 def _as_gsm8k_number(answer: str) -> str:
@@ -208,6 +217,55 @@ def rewrites(answer: str) -> list[str]:
         number = _PERCENT_RE.sub("", text).strip()
         variants = [number, f"\\frac{{{number}}}{{100}}"]
     return [v for v in variants if v and v != answer]
+
+
+_TOWER_RE = re.compile(r"\s*(\d+)\s*\^\s*(?:\{(.+)\}|(\d+))\s*", re.DOTALL)
+_LOG10_2 = math.log10(2)
+
+
+def power_tower_log10(text: str) -> float | None:
+    """log10 of a pure power tower such as ``9^{9^{9^9}}`` (``inf`` when even that
+    overflows), ``None`` when ``text`` is not one. Estimated, never computed: sympy
+    would try to build the number itself and run into the checker's timeout."""
+    match = _TOWER_RE.fullmatch(text)
+    if not match:
+        return None
+    base = int(match.group(1))
+    if base < 2:
+        return None
+    if match.group(3) is not None:
+        exponent = float(match.group(3))
+    else:
+        inner = power_tower_log10(match.group(2))
+        if inner is None:
+            inner_number = match.group(2).strip()
+            if not inner_number.isdigit():
+                return None
+            exponent = float(inner_number)
+        else:
+            exponent = math.inf if inner > 308 else 10.0**inner
+    return exponent * math.log10(base)
+
+
+def magnitude_mismatch(pred: str, gold: str) -> str | None:
+    """Why a huge power tower cannot equal a plain number (or the reverse), judged by
+    their number of digits alone; ``None`` when that does not decide it."""
+    for tower, other in ((pred, gold), (gold, pred)):
+        log10 = power_tower_log10(tower)
+        number = to_number(other) if log10 is not None and log10 > 50 else None
+        if number is None:
+            continue
+        digits = _log10_abs(number)
+        if abs(log10 - digits) > 1:
+            size = "more than 10^308" if math.isinf(log10) else f"about {log10:.4g}"
+            return f"{tower!r} has {size} digits, {other[:40]!r} about {max(digits, 0):.0f}"
+    return None
+
+
+def _log10_abs(number: Fraction) -> float:
+    if number == 0:
+        return -math.inf
+    return (abs(number.numerator).bit_length() - number.denominator.bit_length()) * _LOG10_2
 
 
 def bases_conflict(pred: str, gold: str) -> bool:
