@@ -21,6 +21,7 @@ from typing import Any
 from memcollab_eval.agent.blocks import doctest_visible_test, import_lines, mbpp_visible_test
 from memcollab_eval.agent.transcript import scored_text
 from memcollab_eval.verify import SandboxConfig, Verdict, check_answer, run_code
+from memcollab_eval.verify.code_exec import function_under_test
 
 MATH_INSTRUCTION = (
     "Solve the following math problem. Reason step by step, then give the final answer "
@@ -163,10 +164,14 @@ def code_program(spec: BenchmarkSpec, doc: dict, code: str) -> str:
     return code
 
 
-def code_test(spec: BenchmarkSpec, doc: dict) -> tuple[str, str | None]:
+def code_test(spec: BenchmarkSpec, doc: dict) -> tuple[str, str | None, str]:
+    """The tests, the entry point and the benchmark's support code: the code the tests
+    call that the benchmark supplies (HumanEval's prompt, for helpers such as ``poly``;
+    MBPP's setup code). run_code runs support beside the tests, never from the program."""
     if spec.name == "mbpp":
-        return doc.get("test_setup_code", "") + "\n" + "\n".join(doc["test_list"]) + "\n", None
-    return doc["test"], doc["entry_point"]
+        tests = doc["test_list"]
+        return "\n".join(tests) + "\n", function_under_test(doc.get("code", ""), tests), doc.get("test_setup_code", "")
+    return doc["test"], doc["entry_point"], doc["prompt"]
 
 
 def score_response(spec: BenchmarkSpec, doc: dict, response: str, *, sandbox: SandboxConfig | None = None) -> Verdict:
@@ -178,6 +183,7 @@ def score_response(spec: BenchmarkSpec, doc: dict, response: str, *, sandbox: Sa
     code = extract_code(response)
     if code is None or not code.strip():
         return Verdict("no_answer", None, "no ```python code block in the response")
-    test, entry_point = code_test(spec, doc)
+    test, entry_point, support = code_test(spec, doc)
     sandbox = sandbox or SandboxConfig()
-    return run_code(code_program(spec, doc, code), test, entry_point=entry_point, timeout=sandbox.timeout, config=sandbox)
+    return run_code(code_program(spec, doc, code), test, entry_point=entry_point, timeout=sandbox.timeout,
+                    config=sandbox, support=support)

@@ -7,7 +7,9 @@ so a batch pays the start-up cost (~0.1 s per worker) once.
 
 from __future__ import annotations
 
+import ast
 import sys
+import warnings
 from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import replace
@@ -27,15 +29,44 @@ def run_code(
     timeout: float = 10.0,
     entry_point: str | None = None,
     config: SandboxConfig | None = None,
+    support: str = "",
 ) -> Verdict:
-    """Run ``program`` and then ``test`` in the sandbox; ``pass`` only if the tests completed.
+    """Run ``program`` and its tests in the sandbox; ``pass`` only if the tests completed.
 
-    MBPP: ``test`` is the setup code plus the ``assert`` lines. HumanEval: ``test`` defines
-    ``check(candidate)`` and ``entry_point`` names the function to pass to it. A program
-    that exits early (``sys.exit(0)``, ``os._exit(0)``) before the tests ran fails.
+    The program runs in one process, ``support`` and ``test`` in another that calls the
+    program's functions with plain data (see ``call_channel``), so the program cannot
+    reach the code that decides the verdict. ``support`` is code the benchmark supplies
+    and the tests use (HumanEval: the prompt, for helpers such as ``poly``; MBPP:
+    ``test_setup_code``): it runs beside the tests from this text, never from the
+    program's definitions. MBPP: ``test`` is the ``assert`` lines. HumanEval: ``test``
+    defines ``check(candidate)`` and ``entry_point`` names the function to pass to it
+    (without a ``check`` in ``test``, ``entry_point`` only names the function under
+    test, the one name of the program that may shadow a builtin, as MBPP 126's ``sum``).
+    A program that exits early (``sys.exit(0)``, ``os._exit(0)``) before the tests
+    completed fails; so does a result that is not plain data.
     """
     pool = shared_pool(config or SandboxConfig())
-    return pool.run(program, test, entry_point=entry_point, timeout=timeout)
+    return pool.run(program, test, entry_point=entry_point, timeout=timeout, support=support)
+
+
+def function_under_test(reference_code: str, tests: Iterable[str]) -> str | None:
+    """The top-level function (or class) of a benchmark's reference solution that its
+    tests call first: MBPP's ``entry_point``. It matters when that name shadows a
+    builtin (MBPP 126 defines ``sum``); ``None`` when nothing matches."""
+    try:
+        with warnings.catch_warnings():  # MBPP's texts hold invalid escapes such as '\d'
+            warnings.simplefilter("ignore")
+            defined = {n.name for n in ast.parse(reference_code).body
+                       if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))}
+            parsed = [ast.parse(test) for test in tests]
+        for tree in parsed:
+            calls = [n for n in ast.walk(tree) if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)]
+            for call in sorted(calls, key=lambda c: (c.lineno, c.col_offset)):
+                if call.func.id in defined:  # type: ignore[union-attr]
+                    return call.func.id  # type: ignore[union-attr]
+    except SyntaxError:
+        return None
+    return None
 
 
 def execute_code(program: str, *, timeout: float = 10.0, config: SandboxConfig | None = None) -> Execution:
@@ -43,15 +74,24 @@ def execute_code(program: str, *, timeout: float = 10.0, config: SandboxConfig |
     return shared_pool(config or SandboxConfig()).execute(program, timeout=timeout)
 
 
-def _as_request(item: CodeItem, index: int) -> tuple[str, str, str | None]:
+Request = tuple[str, str, "str | None", str]  # program, test, entry_point, support
+
+
+def _as_request(item: CodeItem, index: int) -> Request:
     if isinstance(item, tuple):
-        if len(item) not in (2, 3):
-            raise ValueError(f"run_codes item {index}: expected (program, test[, entry_point]), got {len(item)} values")
-        return (item[0], item[1], item[2] if len(item) == 3 else None)  # type: ignore[return-value]
+        if len(item) not in (2, 3, 4):
+            raise ValueError(
+                f"run_codes item {index}: expected (program, test[, entry_point[, support]]), got {len(item)} values"
+            )
+        padded = (*item, None, "")[:4] if len(item) < 4 else item
+        return (str(padded[0]), str(padded[1]), padded[2], str(padded[3] or ""))
     missing = [k for k in ("program", "test") if k not in item]
     if missing:
-        raise ValueError(f"run_codes item {index}: missing field(s) {missing}; expected program, test[, entry_point]")
-    return (str(item["program"]), str(item["test"]), item.get("entry_point"))  # type: ignore[return-value]
+        raise ValueError(
+            f"run_codes item {index}: missing field(s) {missing}; expected program, test[, entry_point, support]"
+        )
+    entry = item.get("entry_point")
+    return (str(item["program"]), str(item["test"]), None if entry is None else str(entry), str(item.get("support") or ""))
 
 
 def run_codes(
@@ -63,10 +103,10 @@ def run_codes(
     config: SandboxConfig | None = None,
     pool: SandboxPool | None = None,
 ) -> list[Verdict]:
-    """Run many (program, test[, entry_point]) items; verdicts come back in input order.
+    """Run many (program, test[, entry_point[, support]]) items; verdicts come back in input order.
 
     ``items`` are tuples or mappings with ``program``, ``test`` and optional
-    ``entry_point``. A progress bar is shown for batches over 20 items on a terminal
+    ``entry_point`` and ``support`` (as for ``run_code``). A progress bar is shown for batches over 20 items on a terminal
     (force with ``progress=True``).
     """
     requests = [_as_request(item, i) for i, item in enumerate(items)]
@@ -78,8 +118,8 @@ def run_codes(
         total=len(requests), disable=not show, desc="sandbox", unit="prog"
     ) as bar:
         futures = {
-            executor.submit(pool.run, program, test, entry_point=entry, timeout=timeout): i
-            for i, (program, test, entry) in enumerate(requests)
+            executor.submit(pool.run, program, test, entry_point=entry, timeout=timeout, support=support): i
+            for i, (program, test, entry, support) in enumerate(requests)
         }
         for future in as_completed(futures):
             results[futures[future]] = future.result()

@@ -91,7 +91,7 @@ def bwrap_plan(pool_dir: Path, slot: int, slot_dir: Path, worker_dir: Path, base
         os.chmod(stage_root, 0o755)
     src = lambda p: sources.get(p, p)  # noqa: E731
     bwrap = [
-        "bwrap", "--unshare-all", "--die-with-parent", "--new-session", "--cap-drop", "ALL",
+        "bwrap", "--unshare-all", "--as-pid-1", "--die-with-parent", "--new-session", "--cap-drop", "ALL",
         *_system_binds(),
         # the fresh /tmp, /proc, /dev come first: a Python or venv under /tmp is bound on top of them
         "--tmpfs", "/tmp", "--proc", "/proc", "--dev", "/dev",

@@ -30,6 +30,8 @@ from memcollab_eval.verify import sandbox_launch
 from memcollab_eval.verify.verdict import Verdict
 
 WEAK_ENV_VAR = "MEMCOLLAB_ALLOW_WEAK_SANDBOX"
+# What runs inside the sandbox: the worker and the standard-library-only modules it imports.
+WORKER_FILES = ("sandbox_worker.py", "sandbox_confine.py", "call_channel.py", "sandbox_candidate.py", "sandbox_tests.py")
 STRONG_LAYERS = ("bubblewrap", "unprivileged_uid", "pid_namespace", "network_isolated", "landlock", "seccomp")
 
 
@@ -247,7 +249,8 @@ class SandboxPool:
     def _prepare_worker_dir(self) -> Path:
         worker_dir = self._dir / "worker"
         worker_dir.mkdir(mode=0o755)
-        shutil.copy(Path(__file__).with_name("sandbox_worker.py"), worker_dir / "sandbox_worker.py")
+        for name in WORKER_FILES:
+            shutil.copy(Path(__file__).with_name(name), worker_dir / name)
         spec = importlib.util.find_spec("pyseccomp")
         if spec is not None and spec.origin:
             shutil.copy(spec.origin, worker_dir / "pyseccomp.py")
@@ -289,9 +292,11 @@ class SandboxPool:
             f"To accept weaker isolation anyway, set sandbox.allow_weak_isolation=true or {WEAK_ENV_VAR}=1."
         )
 
-    def run(self, program: str, test: str, *, entry_point: str | None = None, timeout: float | None = None) -> Verdict:
-        """Run ``program`` then ``test`` (then ``check(entry_point)`` when given)."""
-        response = self._request(program, test, entry_point, timeout)
+    def run(self, program: str, test: str, *, entry_point: str | None = None, timeout: float | None = None,
+            support: str = "") -> Verdict:
+        """Run ``program`` in one process and ``support`` + ``test`` (then ``check(entry_point)``
+        when the test defines ``check``) in another that calls it; see ``code_exec.run_code``."""
+        response = self._request(program, test, entry_point, timeout, support)
         detail = response.get("detail", "")
         if response.get("output") and response["status"] != "pass":
             detail += "\n--- output (tail) ---\n" + response["output"][-1500:]
@@ -299,15 +304,15 @@ class SandboxPool:
 
     def execute(self, program: str, *, timeout: float | None = None) -> Execution:
         """Run a script (e.g. an agent's code block) and return what it printed."""
-        response = self._request(program, "", None, timeout)
+        response = self._request(program, "", None, timeout, "")
         return Execution(status=response["status"], output=response.get("output", ""),
                          detail=response.get("detail", ""), seconds=float(response.get("seconds", 0.0)))
 
-    def _request(self, program: str, test: str, entry_point: str | None, timeout: float | None) -> dict:
+    def _request(self, program: str, test: str, entry_point: str | None, timeout: float | None, support: str) -> dict:
         limit = float(timeout if timeout is not None else self.config.timeout)
         request = {
             "id": secrets.token_hex(8), "nonce": secrets.token_hex(16), "program": program, "test": test,
-            "entry_point": entry_point, "timeout": limit, "memory_mb": self.config.memory_mb,
+            "support": support, "entry_point": entry_point, "timeout": limit, "memory_mb": self.config.memory_mb,
             "output_cap": self.config.output_cap_bytes, "max_file_bytes": self.config.max_file_bytes,
             "max_procs": self.config.max_procs,
         }

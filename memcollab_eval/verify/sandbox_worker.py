@@ -1,214 +1,141 @@
 """The long-lived worker that runs inside the sandbox and executes untrusted programs.
 
-This file is copied into a slot directory and started *inside* bubblewrap by
+This file (with ``sandbox_confine``, ``call_channel``, ``sandbox_candidate`` and
+``sandbox_tests``) is copied into a slot directory and started *inside* bubblewrap by
 ``sandbox_pool``; it must therefore depend only on the standard library (plus
 ``pyseccomp``, copied beside it, when available). It is never imported by the host.
 
-Why a pre-forked worker: a fresh interpreter with every isolation layer costs ~90 ms
-per test; forking this warm interpreter costs a few ms. The layers that are the same
-for every test (seccomp: no exec, no inet sockets, no ptrace...; Landlock: writes only
-under the slot directory) are installed once here and inherited across ``fork``. Each
-test child then adds its own narrower layer (writes only in its own test directory,
-no signals outside its Landlock domain, no kill of the worker, no new sessions) and
-rlimits.
+Why pre-forked processes: a fresh interpreter with every isolation layer costs ~90 ms
+per program; forking a warm one costs a few ms. The layers common to every program
+(seccomp: no exec, no inet sockets, no ptrace...; Landlock: writes only under the slot
+directory) are installed once, before anything forks, and inherited.
 
-Protocol: one JSON object per line on stdin (a request), one JSON object per line on
-stdout (the hello message at start, then one response per request).
+Why two processes per program: a verdict decided in the interpreter that runs the
+program can be forged by the program (replace ``exec``, patch the reporter, walk the
+frames to the secret). So each program gets
+
+* a **candidate process**, forked from the *zygote*: this process after setup, before
+  it has seen any request (it never reads one), so nothing of an earlier program, test
+  or response is in its memory. It runs the program and answers calls;
+* a **test process**, forked from the request-serving worker: it runs the tests and the
+  benchmark's support code, calls the candidate through a plain-data channel
+  (``call_channel``) and alone holds the result pipe and the nonce.
+
+Both are confined the same way (``sandbox_confine.confine``). Under bubblewrap the
+zygote is PID 1 of the sandbox's PID namespace (``--as-pid-1``): no process in the
+sandbox can signal it, it reaps orphans, and the worker's ``kill(-1)`` after each
+program spares it.
+
+Protocol with the host: one JSON object per line on stdin (a request), one JSON object
+per line on stdout (the hello message at start, then one response per request).
 """
 
 from __future__ import annotations
 
-import ctypes
 import json
-import math
 import os
-import resource
 import select
 import shutil
 import signal
+import socket
 import sys
 import time
 import traceback
+from typing import NoReturn
 
-# pyseccomp is copied beside this file; -I (isolated mode) does not add our directory.
+# our sibling modules are copied beside this file; -I (isolated mode) does not add our directory.
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-LIBC = ctypes.CDLL(None, use_errno=True)
-PR_SET_NO_NEW_PRIVS = 38
-PR_SET_DUMPABLE = 4
-PR_SET_SECCOMP = 22
-SECCOMP_MODE_FILTER = 2
-
-# Landlock (linux/landlock.h). Syscall numbers are the same on every architecture.
-SYS_LANDLOCK_CREATE_RULESET, SYS_LANDLOCK_ADD_RULE, SYS_LANDLOCK_RESTRICT_SELF = 444, 445, 446
-LL_CREATE_RULESET_VERSION = 1
-LL_RULE_PATH_BENEATH = 1
-LL_FS_WRITE_FILE = 1 << 1
-LL_FS_READ_FILE = 1 << 2
-LL_FS_READ_DIR = 1 << 3
-LL_FS_REMOVE_DIR = 1 << 4
-LL_FS_REMOVE_FILE = 1 << 5
-LL_FS_MAKE_ALL = sum(1 << b for b in range(6, 13))  # char, dir, reg, sock, fifo, block, sym
-LL_FS_REFER = 1 << 13  # ABI 2
-LL_FS_TRUNCATE = 1 << 14  # ABI 3
-LL_NET_BIND_TCP, LL_NET_CONNECT_TCP = 1 << 0, 1 << 1  # ABI 4
-LL_SCOPE_ABSTRACT_UNIX, LL_SCOPE_SIGNAL = 1 << 0, 1 << 1  # ABI 6
+import call_channel  # noqa: E402
+import sandbox_candidate  # noqa: E402
+import sandbox_tests  # noqa: E402
+from sandbox_confine import (  # noqa: E402
+    LIBC, PR_SET_DUMPABLE, PR_SET_NO_NEW_PRIVS, WORKER_DENY, child_deny, confine, landlock_abi,
+    landlock_restrict_writes, load_bpf, seccomp_bpf,
+)
 
 OK_TAG = b"MEMCOLLAB-TESTS-COMPLETED:"
 EX_TAG = b"MEMCOLLAB-EXCEPTION:"
 CHILD_STATUS_AFTER_SUCCESS = 0
+CHANNEL_FD, RESULT_FD = 3, 4
+LIMIT_KEYS = ("memory_mb", "timeout", "max_file_bytes", "max_procs")
 
 
-class _SockFprog(ctypes.Structure):
-    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+# ------------------------------------------------------------------ the zygote
 
 
-def landlock_abi() -> int:
-    """Landlock ABI version of the running kernel, 0 when unavailable."""
-    abi = LIBC.syscall(SYS_LANDLOCK_CREATE_RULESET, None, ctypes.c_size_t(0), ctypes.c_uint32(LL_CREATE_RULESET_VERSION))
-    return max(abi, 0)
+def zygote(sock: socket.socket, slot_dir: str, layers: dict, child_bpf: bytes | None) -> NoReturn:
+    """Fork one candidate process per request from this pristine state.
 
-
-def landlock_restrict_writes(abi: int, writable: list[str], *, deny_tcp: bool, scope: bool) -> None:
-    """Allow writes only beneath ``writable``; optionally deny TCP and scope signals.
-
-    Reads are not handled: the mount namespace already limits what can be read.
+    What arrives here is the limits only (numbers); the program goes straight from the
+    test process to the candidate over the channel, whose end we pass to the worker.
     """
-    write_rights = LL_FS_WRITE_FILE | LL_FS_REMOVE_DIR | LL_FS_REMOVE_FILE | LL_FS_MAKE_ALL
-    if abi >= 2:
-        write_rights |= LL_FS_REFER
-    if abi >= 3:
-        write_rights |= LL_FS_TRUNCATE
-    net = (LL_NET_BIND_TCP | LL_NET_CONNECT_TCP) if (deny_tcp and abi >= 4) else 0
-    scoped = (LL_SCOPE_ABSTRACT_UNIX | LL_SCOPE_SIGNAL) if (scope and abi >= 6) else 0
-    attr = (ctypes.c_uint64 * 3)(write_rights, net, scoped)
-    size = 8 if abi < 4 else (16 if abi < 6 else 24)
-    ruleset = LIBC.syscall(SYS_LANDLOCK_CREATE_RULESET, ctypes.byref(attr), ctypes.c_size_t(size), ctypes.c_uint32(0))
-    if ruleset < 0:
-        raise OSError(ctypes.get_errno(), "landlock_create_ruleset failed")
-    try:
-        for path in writable:
-            is_dir = os.path.isdir(path)
-            rights = write_rights if is_dir else (LL_FS_WRITE_FILE | (LL_FS_TRUNCATE if abi >= 3 else 0))
-            fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
-            try:
-                # struct landlock_path_beneath_attr is packed: u64 allowed_access, s32 parent_fd.
-                rule = ctypes.create_string_buffer(rights.to_bytes(8, "little") + fd.to_bytes(4, "little", signed=True))
-                if LIBC.syscall(SYS_LANDLOCK_ADD_RULE, ruleset, LL_RULE_PATH_BENEATH, rule, ctypes.c_uint32(0)) < 0:
-                    raise OSError(ctypes.get_errno(), f"landlock_add_rule failed for {path}")
-            finally:
-                os.close(fd)
-        if LIBC.syscall(SYS_LANDLOCK_RESTRICT_SELF, ruleset, ctypes.c_uint32(0)) < 0:
-            raise OSError(ctypes.get_errno(), "landlock_restrict_self failed")
-    finally:
-        os.close(ruleset)
-
-
-def _seccomp_filter(deny: list[tuple[str, list[int]]]):
-    """Build a libseccomp filter that allows everything but the listed calls (EPERM).
-
-    Each item is ``(syscall, values)``: with no values the call is always denied; with
-    values it is denied when its first argument (low 32 bits) equals one of them.
-    """
-    import pyseccomp
-
-    flt = pyseccomp.SyscallFilter(pyseccomp.ALLOW)
-    for name, values in deny:
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # candidates and (as PID 1) orphans reap themselves
+    while True:
         try:
-            if not values:
-                flt.add_rule(pyseccomp.ERRNO(1), name)
-            for value in values:
-                flt.add_rule(pyseccomp.ERRNO(1), name, pyseccomp.Arg(0, pyseccomp.MASKED_EQ, 0xFFFFFFFF, value & 0xFFFFFFFF))
-        except Exception:  # a syscall unknown on this architecture: nothing to deny
-            continue
-    return flt
+            data = sock.recv(4096)
+        except OSError:
+            os._exit(0)
+        if not data:
+            os._exit(0)
+        limits = {k: json.loads(data)[k] for k in LIMIT_KEYS}
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        out_r, out_w = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            sock.close()
+            ours.close()
+            os.close(out_r)
+            _candidate(theirs.detach(), out_w, os.path.join(slot_dir, "run", "c"), limits, layers, child_bpf)
+        theirs.close()
+        os.close(out_w)
+        try:
+            socket.send_fds(sock, [json.dumps({"pid": pid}).encode()], [ours.fileno(), out_r])
+        except OSError:
+            os._exit(0)
+        ours.close()
+        os.close(out_r)
 
 
-def seccomp_bpf(deny: list[tuple[str, list[int]]]) -> bytes:
-    """Compile a deny-list to raw BPF once, so each child loads it with one prctl."""
-    read_fd, write_fd = os.pipe()
+def _candidate(ctl: int, out_w: int, work_dir: str, limits: dict, layers: dict, child_bpf: bytes | None) -> NoReturn:
+    """In the forked candidate: confine, then run the program and serve calls."""
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     try:
-        with os.fdopen(write_fd, "wb") as out:
-            _seccomp_filter(deny).export_bpf(out)
-        with os.fdopen(read_fd, "rb") as inp:
-            return inp.read()
-    except BaseException:
-        for fd in (read_fd, write_fd):
-            try:
-                os.close(fd)
-            except OSError:
-                pass
-        raise
-
-
-def load_bpf(program: bytes) -> None:
-    buf = ctypes.create_string_buffer(program, len(program))
-    prog = _SockFprog(len(program) // 8, ctypes.cast(buf, ctypes.c_void_p))
-    if LIBC.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.byref(prog), 0, 0) != 0:
-        raise OSError(ctypes.get_errno(), "seccomp filter load failed")
-
-
-# Calls no test program needs and that open a way out: exec (shells), inet/raw/netlink
-# sockets, tracing other processes, new namespaces, kernel interfaces that bypass seccomp.
-WORKER_DENY = [
-    ("execve", []), ("execveat", []),
-    ("socket", [2, 10, 16, 17]),  # AF_INET, AF_INET6, AF_NETLINK, AF_PACKET
-    ("ptrace", []), ("process_vm_readv", []), ("process_vm_writev", []),
-    ("unshare", []), ("setns", []), ("mount", []), ("umount2", []), ("pivot_root", []),
-    ("bpf", []), ("perf_event_open", []), ("userfaultfd", []), ("keyctl", []), ("add_key", []),
-    ("request_key", []), ("io_uring_setup", []), ("personality", []),
-]
-
-
-def child_deny(worker_pid: int) -> list[tuple[str, list[int]]]:
-    """Per-test extras: stay in the process group we can kill; never signal the worker."""
-    targets = [1, worker_pid, -1, -worker_pid, -1 * os.getpgid(0)]
-    return [("setsid", []), ("setpgid", []), ("kill", targets), ("tkill", [1, worker_pid]), ("tgkill", [1, worker_pid])]
-
-
-def run_child(req: dict, test_dir: str, out_w: int, res_w: int, layers: dict, child_bpf: bytes | None) -> None:
-    """Runs in the forked child: confine, execute program then tests, report, _exit."""
-    try:
-        os.setsid()
-        os.chdir(test_dir)
-        null = os.open(os.devnull, os.O_RDONLY)
-        os.dup2(null, 0)
-        os.dup2(out_w, 1)
-        os.dup2(out_w, 2)
-        os.closerange(3, res_w)
-        os.closerange(res_w + 1, 1 << 16)
-        mem = int(req["memory_mb"]) << 20
-        cpu = int(math.ceil(float(req["timeout"]))) + 1
-        for lim, val in (
-            (resource.RLIMIT_AS, mem), (resource.RLIMIT_CPU, cpu), (resource.RLIMIT_FSIZE, int(req["max_file_bytes"])),
-            (resource.RLIMIT_NOFILE, 256), (resource.RLIMIT_CORE, 0), (resource.RLIMIT_NPROC, int(req["max_procs"])),
-        ):
-            resource.setrlimit(lim, (val, val))
-        if layers.get("landlock_abi", 0) >= 1:
-            landlock_restrict_writes(layers["landlock_abi"], [test_dir, os.devnull], deny_tcp=True, scope=True)
-        if child_bpf is not None:
-            load_bpf(child_bpf)
-        os.environ.clear()
-        os.environ.update({"HOME": test_dir, "TMPDIR": test_dir, "PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"})
+        confine(work_dir, {ctl: CHANNEL_FD}, out_w, limits, layers, child_bpf)
     except BaseException as exc:  # confinement failed: never run the program unconfined
+        for fd in (CHANNEL_FD, ctl):
+            try:
+                call_channel.send(fd, ["setup_failed", f"sandbox setup failed: {exc!r}"])
+                break
+            except BaseException:
+                continue
+        os._exit(70)
+    sandbox_candidate.serve(CHANNEL_FD)
+
+
+# ------------------------------------------------------------ the test process
+
+
+def _test_process(req: dict, work_dir: str, ctl: int, out_w: int, res_w: int, layers: dict, child_bpf: bytes | None) -> NoReturn:
+    """In the forked test process: confine, run the tests against the candidate, report."""
+    try:
+        confine(work_dir, {ctl: CHANNEL_FD, res_w: RESULT_FD}, out_w, req, layers, child_bpf)
+    except BaseException as exc:
         os.write(res_w, EX_TAG + f"sandbox setup failed: {exc!r}".encode())
         os._exit(70)
-    nonce = req["nonce"].encode()
     try:
-        scope: dict = {"__name__": "__main__", "__builtins__": __builtins__}
-        exec(compile(req["program"], "<program>", "exec"), scope)
-        exec(compile(req["test"], "<test>", "exec"), scope)
-        if req.get("entry_point"):
-            exec(compile(f"check({req['entry_point']})", "<check>", "exec"), scope)
-    except BaseException as exc:  # noqa: BLE001 - SystemExit before the tests ran is a failure too
-        kind = type(exc).__name__
-        if isinstance(exc, SystemExit):
-            msg = f"SystemExit({exc.code!r}) before the tests completed"
-        else:
-            msg = f"{kind}: {exc}"[:2000] + "\n" + "".join(traceback.format_exc(limit=-3))[-2000:]
-        _report(res_w, EX_TAG + msg.encode(errors="replace"))
+        sandbox_tests.run_tests(CHANNEL_FD, req["program"], req["test"], req.get("support") or "", req.get("entry_point"))
+    except sandbox_tests.SandboxSetupFailed as exc:
+        _report(RESULT_FD, EX_TAG + str(exc).encode(errors="replace"))
+        os._exit(70)
+    except sandbox_tests.CandidateGone as exc:
+        _report(RESULT_FD, EX_TAG + str(exc)[:4000].encode(errors="replace"))
         os._exit(1)
-    _report(res_w, OK_TAG + nonce)
+    except BaseException as exc:  # noqa: BLE001 - a failed test, or SystemExit raised by the tests
+        msg = f"{type(exc).__name__}: {exc}"[:2000] + "\n" + "".join(traceback.format_exc(limit=-3))[-2000:]
+        _report(RESULT_FD, EX_TAG + msg.encode(errors="replace"))
+        os._exit(1)
+    _report(RESULT_FD, OK_TAG + req["nonce"].encode())
     os._exit(CHILD_STATUS_AFTER_SUCCESS)
 
 
@@ -224,15 +151,19 @@ def _report(fd: int, data: bytes) -> None:
         pass
 
 
-def _kill_everything(child: int, in_pid_namespace: bool) -> None:
-    """Kill the test's process group and, in our own PID namespace, every orphan too."""
-    try:
-        os.killpg(child, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
+# ------------------------------------------------------------------ the worker
+
+
+def _kill_everything(groups: list[int], in_pid_namespace: bool) -> None:
+    """Kill both processes' groups and, in our own PID namespace, every orphan too."""
+    for group in groups:
+        try:
+            os.killpg(group, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
     if in_pid_namespace:
         try:
-            os.kill(-1, signal.SIGKILL)  # every process we may signal except ourselves and init
+            os.kill(-1, signal.SIGKILL)  # every process we may signal except ourselves and PID 1 (the zygote)
         except (ProcessLookupError, PermissionError):
             pass
 
@@ -247,26 +178,37 @@ def _reap_all() -> None:
             return
 
 
-def execute(req: dict, slot_dir: str, layers: dict, child_bpf: bytes | None, in_pid_namespace: bool) -> dict:
-    """Run one request in a fresh child and turn what happened into a response."""
-    test_dir = os.path.join(slot_dir, "run")
-    shutil.rmtree(test_dir, ignore_errors=True)
-    os.mkdir(test_dir, 0o700)
-    out_r, out_w = os.pipe()
-    res_r, res_w = os.pipe()
+def execute(req: dict, slot_dir: str, zygote_sock: socket.socket, layers: dict, child_bpf: bytes | None,
+            in_pid_namespace: bool) -> dict:
+    """Run one request (a candidate and a test process) and turn what happened into a response."""
+    run_dir = os.path.join(slot_dir, "run")
+    shutil.rmtree(run_dir, ignore_errors=True)
+    os.mkdir(run_dir, 0o700)
+    for sub in ("c", "t"):
+        os.mkdir(os.path.join(run_dir, sub), 0o700)
     start = time.monotonic()
+    zygote_sock.sendall(json.dumps({k: req[k] for k in LIMIT_KEYS}).encode())
+    msg, fds, _, _ = socket.recv_fds(zygote_sock, 1024, 2)
+    if len(fds) != 2:  # the zygote is gone: exit, so the host restarts this slot as a whole
+        os._exit(75)
+    candidate_pid = int(json.loads(msg)["pid"])
+    ctl, cand_out = fds
+    test_out, test_out_w = os.pipe()
+    res_r, res_w = os.pipe()
     child = os.fork()
     if child == 0:
-        os.close(out_r)
-        os.close(res_r)
-        run_child(req, test_dir, out_w, res_w, layers, child_bpf)
-    os.close(out_w)
-    os.close(res_w)
-    os.set_blocking(out_r, False)
+        for fd in (test_out, res_r, cand_out):
+            os.close(fd)
+        _test_process(req, os.path.join(run_dir, "t"), ctl, test_out_w, res_w, layers, child_bpf)
+    for fd in (ctl, test_out_w, res_w):
+        os.close(fd)
     pidfd = os.pidfd_open(child)
     deadline = start + float(req["timeout"])
     cap = int(req["output_cap"])
-    output = bytearray()
+    outputs = {cand_out: bytearray(), test_out: bytearray()}
+    open_fds = [cand_out, test_out]
+    for fd in open_fds:
+        os.set_blocking(fd, False)
     total = 0
     ended = "exit"
     while True:
@@ -274,34 +216,46 @@ def execute(req: dict, slot_dir: str, layers: dict, child_bpf: bytes | None, in_
         if remaining <= 0:
             ended = "timeout"
             break
-        ready, _, _ = select.select([pidfd, out_r], [], [], remaining)
-        if out_r in ready:
-            chunk = _read_some(out_r)
+        ready, _, _ = select.select([pidfd, *open_fds], [], [], remaining)
+        for fd in open_fds[:]:
+            if fd not in ready:
+                continue
+            chunk = _read_some(fd)
+            if chunk is None:
+                open_fds.remove(fd)
+                continue
             total += len(chunk)
-            if len(output) < 16384:
-                output += chunk[: 16384 - len(output)]
-            if total > cap:
-                ended = "output"
-                break
+            kept = outputs[fd]
+            if len(kept) < 16384:
+                kept += chunk[: 16384 - len(kept)]
+        if total > cap:
+            ended = "output"
+            break
         if pidfd in ready:
             break
-    _kill_everything(child, in_pid_namespace)
+    _kill_everything([child, candidate_pid], in_pid_namespace)
     _, wstatus = os.waitpid(child, 0)
     seconds = time.monotonic() - start
     os.close(pidfd)
     result = _drain(res_r, 16384)
-    os.close(out_r)
+    for fd in (cand_out, test_out):
+        tail = _drain(fd, 16384 - len(outputs[fd]))
+        outputs[fd] += tail
+        os.close(fd)
     os.close(res_r)
     _reap_all()
-    shutil.rmtree(test_dir, ignore_errors=True)
-    return _judge(req, ended, wstatus, result, bytes(output), total, seconds)
+    shutil.rmtree(run_dir, ignore_errors=True)
+    output = bytes(outputs[cand_out] + outputs[test_out])
+    return _judge(req, ended, wstatus, result, output, total, seconds)
 
 
-def _read_some(fd: int) -> bytes:
+def _read_some(fd: int) -> bytes | None:
+    """What is there to read; ``None`` at end of file."""
     try:
-        return os.read(fd, 1 << 16)
+        chunk = os.read(fd, 1 << 16)
     except BlockingIOError:
         return b""
+    return chunk or None
 
 
 def _drain(fd: int, limit: int) -> bytes:
@@ -312,7 +266,7 @@ def _drain(fd: int, limit: int) -> bytes:
         if not chunk:
             break
         data += chunk
-    return data
+    return data[:max(limit, 0)]
 
 
 def _judge(req: dict, ended: str, wstatus: int, result: bytes, output: bytes, total: int, seconds: float) -> dict:
@@ -337,11 +291,11 @@ def _judge(req: dict, ended: str, wstatus: int, result: bytes, output: bytes, to
     return {**base, "status": "fail", "detail": f"process exited with code {code} before the tests completed"}
 
 
-def setup_worker(slot_dir: str) -> tuple[dict, bytes | None]:
-    """Install the layers shared by every test and report which ones took effect."""
+def setup_worker(slot_dir: str) -> dict:
+    """Install the layers shared by every program and report which ones took effect."""
     layers: dict = {"uid": os.getuid(), "pid": os.getpid(), "landlock_abi": 0, "seccomp": False, "no_new_privs": False}
     layers["no_new_privs"] = LIBC.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == 0
-    LIBC.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)  # same-uid processes may not read our memory
+    LIBC.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)  # same-uid processes may not read our memory (inherited by forks)
     abi = landlock_abi()
     if abi >= 1:
         try:
@@ -349,15 +303,24 @@ def setup_worker(slot_dir: str) -> tuple[dict, bytes | None]:
             layers["landlock_abi"] = abi
         except OSError as exc:
             layers["landlock_error"] = str(exc)
-    child_bpf = None
     try:
         load_bpf(seccomp_bpf(WORKER_DENY))
-        child_bpf = seccomp_bpf(child_deny(os.getpid()))
         layers["seccomp"] = True
     except Exception as exc:  # pyseccomp or libseccomp missing
         layers["seccomp_error"] = repr(exc)
     layers["network_isolated"] = _network_isolated()
-    return layers, child_bpf
+    return layers
+
+
+def _child_bpf(layers: dict, protected: list[int]) -> bytes | None:
+    if not layers.get("seccomp"):
+        return None
+    try:
+        return seccomp_bpf(child_deny(protected))
+    except Exception as exc:
+        layers["seccomp"] = False
+        layers["seccomp_error"] = f"per-program filter: {exc!r}"
+        return None
 
 
 def _network_isolated() -> bool:
@@ -370,11 +333,8 @@ def _network_isolated() -> bool:
     return names <= {"lo"}
 
 
-def main() -> None:
-    slot_dir = sys.argv[1]
-    in_pid_namespace = os.getpid() <= 3
-    layers, child_bpf = setup_worker(slot_dir)
-    layers["pid_namespace"] = in_pid_namespace
+def serve_requests(slot_dir: str, layers: dict, zygote_sock: socket.socket, child_bpf: bytes | None,
+                   in_pid_namespace: bool) -> None:
     proto_in = os.fdopen(os.dup(0), "r", encoding="utf-8")
     proto_out = os.fdopen(os.dup(1), "w", encoding="utf-8")
     devnull = os.open(os.devnull, os.O_RDWR)
@@ -385,11 +345,31 @@ def main() -> None:
     for line in proto_in:
         req = json.loads(line)
         try:
-            response = execute(req, slot_dir, layers, child_bpf, in_pid_namespace)
+            response = execute(req, slot_dir, zygote_sock, layers, child_bpf, in_pid_namespace)
         except Exception as exc:  # a worker bug must not look like a test result
             response = {"id": req.get("id"), "status": "error", "detail": f"worker error: {exc!r}", "seconds": 0.0}
         proto_out.write(json.dumps(response) + "\n")
         proto_out.flush()
+
+
+def main() -> None:
+    slot_dir = sys.argv[1]
+    in_pid_namespace = os.getpid() == 1
+    layers = setup_worker(slot_dir)
+    layers["pid_namespace"] = in_pid_namespace
+    zygote_end, worker_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    zygote_pid = os.getpid()
+    worker_pid = os.fork()
+    if worker_pid == 0:
+        zygote_end.close()
+        child_bpf = _child_bpf(layers, [zygote_pid, os.getpid()])
+        serve_requests(slot_dir, layers, worker_end, child_bpf, in_pid_namespace)
+        os._exit(0)
+    worker_end.close()
+    devnull = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1):  # the zygote never reads a request nor writes a response
+        os.dup2(devnull, fd)
+    zygote(zygote_end, slot_dir, layers, _child_bpf(dict(layers), [zygote_pid, worker_pid]))
 
 
 if __name__ == "__main__":
