@@ -231,18 +231,21 @@ def test_pool_reports_a_dead_worker_as_error_and_carries_on() -> None:
 
 
 def test_check_answer_from_other_threads() -> None:
-    cases = [(r"\boxed{\frac{1}{2}}", "0.5", "pass"), (r"\boxed{3}", "4", "fail"), (PATHOLOGICAL, "1", "timeout")]
+    # A cold math-verify parse in a fresh worker takes ~0.3 s alone, more beside two other
+    # workers on 2 cores: the answers that must finish get room, the pathological one 0.5 s.
+    cases = [(r"\boxed{\frac{1}{2}}", "0.5", "pass", 5.0), (r"\boxed{3}", "4", "fail", 5.0),
+             (PATHOLOGICAL, "1", "timeout", 0.5)]
     results: dict[int, Verdict] = {}
 
-    def run(i: int, response: str, gold: str) -> None:
-        results[i] = check_answer(response, gold, timeout=0.5)
+    def run(i: int, response: str, gold: str, timeout: float) -> None:
+        results[i] = check_answer(response, gold, timeout=timeout)
 
-    threads = [threading.Thread(target=run, args=(i, r, g)) for i, (r, g, _) in enumerate(cases)]
+    threads = [threading.Thread(target=run, args=(i, r, g, t)) for i, (r, g, _, t) in enumerate(cases)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join(timeout=60)
-    assert [results[i].status for i in range(len(cases))] == [expected for _, _, expected in cases]
+    assert [results[i].status for i in range(len(cases))] == [expected for _, _, expected, _ in cases]
 
 
 def test_in_process_batch_from_a_thread_falls_back_to_a_worker() -> None:
