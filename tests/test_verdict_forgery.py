@@ -386,3 +386,50 @@ def test_nothing_of_the_previous_program_is_reachable(sandbox):
         verdict = judge(sandbox, THIEF % (first, second))
         assert verdict.status == "fail", verdict
         assert "stolen: 0" in verdict.detail, verdict.detail
+
+
+CHANNEL_INJECTION = [
+    # a forged start message that lists the entry point, then "True" answers queued for every call
+    '''
+import json, os
+def _frame(message):
+    data = json.dumps(message).encode()
+    return len(data).to_bytes(8, "big") + data
+os.write(3, _frame(["ready", [["has_close_elements", "f", None]]]) + _frame(["ok", True, [], []]) * 50)
+''',
+    # garbage on every descriptor the program holds
+    '''
+import os
+for fd in range(3, 64):
+    try:
+        os.write(fd, b"\\x00\\x00\\x00\\x00\\x00\\x00\\x00\\x05[\\"ok\\"]MEMCOLLAB-TESTS-COMPLETED:")
+    except OSError:
+        pass
+''',
+]
+
+
+@pytest.mark.parametrize("attack", CHANNEL_INJECTION)
+def test_writing_into_the_call_channel_gains_nothing(sandbox, attack):
+    """The channel's own descriptor is reachable from the program, but all it carries is
+    the program's answers: queued answers are constants, which the tests reject."""
+    assert_forgery_fails(sandbox, attack)
+
+
+def test_the_program_cannot_reach_other_processes_descriptors_or_memory(sandbox):
+    program = (
+        "import os\n"
+        "reached = []\n"
+        "others = [p for p in os.listdir('/proc') if p.isdigit() and int(p) != os.getpid()]\n"
+        "assert len(others) >= 3, others  # the zygote, the worker, the test process\n"
+        "for pid in others:\n"
+        "    for path in ('/proc/%s/fd' % pid, '/proc/%s/mem' % pid, '/proc/%s/environ' % pid):\n"
+        "        try:\n"
+        "            os.listdir(path) if path.endswith('fd') else open(path, 'rb').read(1)\n"
+        "            reached.append(path)\n"
+        "        except OSError:\n"
+        "            pass\n"
+        "assert reached == [], reached\n"
+    )
+    verdict = sandbox.run(program, "")
+    assert verdict.status == "pass", verdict.detail
