@@ -19,9 +19,9 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 from lm_eval import simple_evaluate  # noqa: E402
 
-from memcollab_eval.bank import load_bank  # noqa: E402
-from memcollab_eval.lmeval_tasks import MemorySetup, task_config  # noqa: E402
-from memcollab_eval.llm.scripted import ScriptedLM  # noqa: E402
+from memcollab_eval.bank.store import load_bank  # noqa: E402
+from memcollab_eval.evaluation.tasks import MemorySetup, task_config  # noqa: E402
+from memcollab_eval.models.scripted import ScriptedLM  # noqa: E402
 from memcollab_eval.retrieve import RetrievalConfig  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]

@@ -18,7 +18,7 @@ import time
 
 import numpy as np
 
-from memcollab_eval.bank import BankManifest, MemoryBank, MemoryEntry
+from memcollab_eval.bank.store import BankManifest, MemoryBank, MemoryEntry
 from memcollab_eval.categorize import TAXONOMY, Category, categorize
 from memcollab_eval.retrieve import RetrievalConfig, Retriever
 

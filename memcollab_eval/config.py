@@ -1,16 +1,24 @@
-"""Structured-config schemas for the Hydra entry points.
+"""Structured-config schemas for the Hydra entry points, one type per concern.
 
 Registered in Hydra's ConfigStore as the root schema, so a typo in a key or a wrong type
-fails at composition time with the key named, before any model is loaded.
+fails at composition time with the key named, before any model is loaded. Retrieval, the
+sandbox and the agent protocol have one config type each, the runtime dataclass of the module
+that uses it; their Hydra nodes are derived from those classes (:func:`hydra_schema`) and
+converted back in one place (:func:`to_runtime`), so no field is copied by hand.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Optional
+from dataclasses import MISSING as DC_MISSING
+from dataclasses import dataclass, field, fields, make_dataclass
+from typing import Any, Optional, get_type_hints
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
+
+from memcollab_eval.agent.protocol import AgentConfig
+from memcollab_eval.retrieve import RetrievalConfig
+from memcollab_eval.verify import SandboxConfig
 
 BENCHMARK_NAMES = ("math500", "gsm8k", "mbpp", "humaneval")
 PROTOCOLS = ("single_turn", "agent")
@@ -44,60 +52,56 @@ class BankConf:
     description: str = ""
 
 
-@dataclass
-class RetrievalConf:
-    top_k: int = 3
-    use_categories: bool = True
-    model_filter: bool = True
-    min_score: float = 0.05
-    ranker: str = "tfidf"
+def hydra_schema(runtime: type, exposed: tuple[str, ...]) -> type:
+    """A Hydra structured-config node for the ``exposed`` fields of a runtime config dataclass.
+
+    Why not the runtime class itself: the runtime configs are frozen (their ``__post_init__``
+    validates once and nothing changes them later), and OmegaConf makes a frozen dataclass node
+    read-only, so Hydra could not apply command-line overrides to it. The node's field types and
+    defaults are read from the runtime class, so nothing is copied by hand; ``exposed`` names the
+    keys a user may set (the others keep their runtime defaults). :func:`to_runtime` converts back.
+    """
+    hints = get_type_hints(runtime)
+    spec = []
+    for f in fields(runtime):
+        if f.name in exposed:
+            default = field(default=f.default) if f.default is not DC_MISSING else field(
+                default_factory=f.default_factory)
+            spec.append((f.name, hints[f.name], default))
+    missing = set(exposed) - {name for name, _, _ in spec}
+    if missing:
+        raise TypeError(f"{runtime.__name__} has no field(s) {sorted(missing)}")
+    schema = make_dataclass(f"{runtime.__name__}Node", spec)
+    schema.__module__ = __name__  # bound below under the same name, so nodes pickle (launchers send configs)
+    schema.__doc__ = f"The Hydra node of :class:`{runtime.__module__}.{runtime.__name__}` ({', '.join(exposed)})."
+    schema.runtime_class = runtime  # type: ignore[attr-defined]
+    return schema
 
 
-@dataclass
-class SandboxConf:
-    timeout: float = 10.0
-    memory_mb: int = 1024
-    workers: int = 2
-    allow_weak_isolation: bool = False
-
-    def runtime(self):
-        """The verifier's own config (evaluate and build share this conversion)."""
-        from memcollab_eval.verify import SandboxConfig
-
-        return SandboxConfig(timeout=self.timeout, memory_mb=self.memory_mb, workers=self.workers,
-                             allow_weak_isolation=self.allow_weak_isolation)
+def to_runtime(node: Any, **extra: Any) -> Any:
+    """The runtime config of a node made by :func:`hydra_schema` (its validation runs here)."""
+    return node.runtime_class(**{f.name: getattr(node, f.name) for f in fields(node)}, **extra)
 
 
-@dataclass
-class AgentConf:
-    """The agent protocol (``protocol=agent``): at most ``max_turns`` assistant replies, each
-    code block's output cut to ``output_chars`` characters, each block stopped after
-    ``block_timeout`` seconds in the sandbox."""
-
-    max_turns: int = 5
-    output_chars: int = 2000
-    block_timeout: float = 10.0
-
-    def runtime(self, sandbox: SandboxConf, **extra: Any):
-        """The agent protocol's own config (evaluate and build share this conversion)."""
-        from memcollab_eval.agent import AgentConfig
-
-        return AgentConfig(max_turns=self.max_turns, output_chars=self.output_chars,
-                           block_timeout=self.block_timeout, sandbox=sandbox.runtime(), **extra)
+RetrievalConfigNode = hydra_schema(RetrievalConfig, ("top_k", "use_categories", "model_filter", "min_score", "ranker"))
+SandboxConfigNode = hydra_schema(SandboxConfig, ("timeout", "memory_mb", "workers", "allow_weak_isolation"))
+AgentConfigNode = hydra_schema(AgentConfig, ("max_turns", "output_chars", "block_timeout"))
 
 
-def protocol_problems(protocol: str, agent: AgentConf) -> list[str]:
-    """Mistakes in the protocol keys, shared by the evaluate and build commands."""
+def runtime_problems(**nodes: Any) -> list[str]:
+    """Validation errors of the runtime configs behind ``nodes`` (key -> node), one line each."""
     problems = []
-    if protocol not in PROTOCOLS:
-        problems.append(f"protocol {protocol!r} is not one of {list(PROTOCOLS)}")
-    if agent.max_turns < 1:
-        problems.append(f"agent.max_turns must be >= 1, got {agent.max_turns}")
-    if agent.output_chars < 1:
-        problems.append(f"agent.output_chars must be >= 1, got {agent.output_chars}")
-    if agent.block_timeout <= 0:
-        problems.append(f"agent.block_timeout must be > 0, got {agent.block_timeout}")
+    for key, node in nodes.items():
+        try:
+            to_runtime(node)
+        except (TypeError, ValueError) as exc:
+            problems.append(str(exc) if str(exc).startswith(f"{key}.") else f"{key}: {exc}")
     return problems
+
+
+def protocol_problems(protocol: str) -> list[str]:
+    """A mistake in the protocol key, shared by the evaluate and build commands."""
+    return [] if protocol in PROTOCOLS else [f"protocol {protocol!r} is not one of {list(PROTOCOLS)}"]
 
 
 @dataclass
@@ -106,10 +110,10 @@ class EvalConf:
 
     target: TargetConf = MISSING
     bank: BankConf = MISSING
-    retrieval: RetrievalConf = field(default_factory=RetrievalConf)
-    sandbox: SandboxConf = field(default_factory=SandboxConf)
+    retrieval: RetrievalConfigNode = field(default_factory=RetrievalConfigNode)
+    sandbox: SandboxConfigNode = field(default_factory=SandboxConfigNode)
     protocol: str = "single_turn"  # single_turn | agent
-    agent: AgentConf = field(default_factory=AgentConf)
+    agent: AgentConfigNode = field(default_factory=AgentConfigNode)
     benchmarks: list[str] = field(default_factory=lambda: list(BENCHMARK_NAMES))
     limit: Optional[int] = 5  # problems per benchmark; null = the whole split
     limits: dict[str, Optional[int]] = field(default_factory=dict)  # per-benchmark override of limit
@@ -120,6 +124,17 @@ class EvalConf:
     use_cache: bool = False
     log_samples: bool = True
     output_dir: str = "outputs"
+
+    def retrieval_config(self) -> RetrievalConfig:
+        return to_runtime(self.retrieval)
+
+    def sandbox_config(self) -> SandboxConfig:
+        return to_runtime(self.sandbox)
+
+    def agent_config(self) -> AgentConfig:
+        """The agent protocol's config: its limits, the run's sandbox, and whether turns are
+        rendered with the target's chat template."""
+        return to_runtime(self.agent, sandbox=self.sandbox_config(), use_chat_template=self.target.apply_chat_template)
 
 
 def register_configs() -> None:

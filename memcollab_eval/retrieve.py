@@ -23,7 +23,7 @@ import numpy as np
 from scipy import sparse
 from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS, TfidfVectorizer
 
-from memcollab_eval.bank import MemoryBank, MemoryEntry
+from memcollab_eval.bank.store import MemoryBank, MemoryEntry
 from memcollab_eval.categorize import GENERAL, Category
 
 RANKERS = ("tfidf", "bm25")

@@ -13,7 +13,7 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
-from memcollab_eval.benchmarks import dataset_fields, get_spec
+from memcollab_eval.adapters import get_spec
 
 SUBSETS = ("first", "seeded")
 
@@ -36,7 +36,7 @@ def subset_problems(benchmarks: list[str], limit: int | None, limits: dict[str, 
 def benchmark_size(benchmark: str, data_dir: str | None) -> int:
     """Number of test documents: counted from the local JSONL, else from the hub dataset."""
     spec = get_spec(benchmark)
-    fields = dataset_fields(spec, data_dir)
+    fields = spec.dataset_fields(data_dir)
     if fields["dataset_path"] == "json":
         path = Path(fields["dataset_kwargs"]["data_files"]["test"])
         with path.open(encoding="utf-8") as fh:

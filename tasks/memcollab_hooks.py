@@ -1,11 +1,11 @@
 """Thin hooks for the task YAMLs beside this file (``lm_eval --include_path tasks``).
 
-All logic lives in ``memcollab_eval.lmeval_tasks``; the memory variants read the bank
+All logic lives in ``memcollab_eval.evaluation.tasks``; the memory variants read the bank
 and target identity from MEMCOLLAB_BANK and MEMCOLLAB_TARGET (MEMCOLLAB_TOP_K optional).
 """
 
-from memcollab_eval.benchmarks import get_spec
-from memcollab_eval.lmeval_tasks import EnvProcessDocs, ProcessResults
+from memcollab_eval.adapters import get_spec
+from memcollab_eval.evaluation.tasks import EnvProcessDocs, ProcessResults
 
 process_docs_math500_memcollab = EnvProcessDocs("math500", with_memory=True)
 process_docs_math500_nomemory = EnvProcessDocs("math500", with_memory=False)

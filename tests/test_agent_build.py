@@ -7,7 +7,6 @@ import json
 import subprocess
 
 import pytest
-
 from conftest import data_dir
 from test_build import build_cmd, write_doubles
 
@@ -26,7 +25,7 @@ def agent_build(tmp_path_factory):
 
 def test_trajectories_are_transcripts_and_verified_by_their_final_answer(agent_build):
     from memcollab_eval.agent import decode_transcript, readable
-    from memcollab_eval.bank import load_bank
+    from memcollab_eval.bank.store import load_bank
 
     tmp, paths = agent_build
     work = tmp / "work"

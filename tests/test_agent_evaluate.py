@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from conftest import REPO, data_dir, read_jsonl
 from test_config import compose_eval
 from test_evaluate_scripted import load_samples
@@ -31,7 +30,7 @@ def agent_rules() -> list[list[str]]:
 
 @pytest.fixture(scope="module")
 def agent_run(tmp_path_factory):
-    from memcollab_eval.run_eval import evaluate
+    from memcollab_eval.evaluation.job import evaluate
 
     if not (data_dir() / "gsm8k" / "test.jsonl").exists():
         pytest.skip(f"offline data not found under {data_dir()}")
@@ -95,7 +94,7 @@ def test_samples_log_the_transcript_and_score_its_final_answer(agent_run):
 
 
 def test_protocol_keys_compose_and_bad_values_fail_fast():
-    from memcollab_eval.run_eval import UsageError, preflight
+    from memcollab_eval.evaluation.job import UsageError, preflight
 
     cfg = compose_eval(["+target=scripted"])
     assert (cfg.protocol, cfg.agent.max_turns, cfg.agent.output_chars, cfg.agent.block_timeout) == \
@@ -112,8 +111,8 @@ def test_build_config_has_the_protocol_keys():
     from hydra import compose, initialize_config_module
     from omegaconf import OmegaConf
 
-    from memcollab_eval.build.build_config import register_build_configs
     from memcollab_eval.config import register_configs
+    from memcollab_eval.construct.config import register_build_configs
 
     register_configs()
     register_build_configs()
@@ -126,21 +125,22 @@ def test_build_config_has_the_protocol_keys():
 
 
 def test_task_yamls_are_generated_from_task_config():
-    from memcollab_eval.benchmarks import BENCHMARKS
-    from memcollab_eval.lmeval_tasks import task_name, task_yaml
+    from memcollab_eval.adapters import BENCHMARKS
+    from memcollab_eval.evaluation.task_yaml import task_yaml
+    from memcollab_eval.evaluation.tasks import task_name
 
     for benchmark in BENCHMARKS:
         for with_memory in (True, False):
             path = REPO / "tasks" / f"{task_name(benchmark, with_memory)}.yaml"
             assert path.read_text() == task_yaml(benchmark, with_memory), \
-                f"{path} is stale: python -m memcollab_eval.lmeval_tasks tasks"
+                f"{path} is stale: python -m memcollab_eval.evaluation.task_yaml tasks"
             assert "  - metric: turns\n" in path.read_text()
 
 
 def test_agent_request_cache_is_per_setting_and_wording(tmp_path):
     """A cached episode must not be replayed after the instruction's wording or the agent settings change."""
     from memcollab_eval.agent.messages import PROTOCOL_VERSION
-    from memcollab_eval.run_eval import build_model
+    from memcollab_eval.evaluation.job import build_model
 
     cfg = compose_eval(["+target=scripted", "+bank=none", "protocol=agent", "use_cache=true", "agent.max_turns=3",
                         f"output_dir={tmp_path}"])

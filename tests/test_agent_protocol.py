@@ -10,13 +10,14 @@ from pathlib import Path
 import pytest
 from lm_eval.api.instance import Instance
 
+from memcollab_eval.adapters import get_spec
 from memcollab_eval.agent import AgentConfig, AgentTask, decode_transcript, run_episode, scored_text, turns_of
 from memcollab_eval.agent import blocks as B
 from memcollab_eval.agent.agent_lm import AgentLM, AgentRequestError
 from memcollab_eval.agent.messages import PROTOCOL_VERSION, instruction, truncate
-from memcollab_eval.benchmarks import agent_fields, get_spec
-from memcollab_eval.llm.scripted import ScriptedLM, ScriptExhaustedError
-from memcollab_eval.lmeval_tasks import ProcessResults
+from memcollab_eval.agent.task_fields import agent_fields
+from memcollab_eval.evaluation.tasks import ProcessResults
+from memcollab_eval.models.scripted import ScriptedLM, ScriptExhaustedError
 
 MATH_DOC = {"memcollab_domain": "math", "memcollab_visible_test": "", "memcollab_setup_code": ""}
 ADD_DOC = {"memcollab_domain": "code", "memcollab_visible_test": "assert add(2, 3) == 5\n", "memcollab_setup_code": ""}

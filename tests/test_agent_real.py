@@ -14,7 +14,7 @@ from test_evaluate_scripted import load_samples
 def test_a_real_model_episode_is_logged_and_scored(tmp_path):
     require_smollm2()
     from memcollab_eval.agent import decode_transcript
-    from memcollab_eval.run_eval import evaluate
+    from memcollab_eval.evaluation.job import evaluate
 
     cfg = compose_eval(["+target=smollm2_135m", "+bank=none", "protocol=agent", "agent.max_turns=2",
                         "benchmarks=[gsm8k]", "limit=1", "max_gen_toks=48", f"data_dir={data_dir()}",

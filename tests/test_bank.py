@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-import memcollab_eval.bank as bank_mod
-from memcollab_eval.bank import BankError, MemoryEntry, load_bank, save_bank
+import memcollab_eval.bank.store as bank_mod
+from memcollab_eval.bank.store import BankError, MemoryEntry, load_bank, save_bank
 
 FIXTURE = Path(__file__).resolve().parent / "data" / "bank_fixture"
 

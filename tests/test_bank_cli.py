@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 from conftest import data_dir, read_jsonl
 
-from memcollab_eval.bank import load_bank, save_bank
-from memcollab_eval.bank_checks import eval_source_reason
-from memcollab_eval.bank_cli import main
+from memcollab_eval.bank.checks import eval_source_reason
+from memcollab_eval.bank.store import load_bank, save_bank
+from memcollab_eval.ci.bank_cli import main
 
 DEMO = Path(__file__).resolve().parent.parent / "memcollab_eval" / "banks" / "demo_handmade"
 ENTRY = {"id": "e1", "enforce": "checking the units of every quantity before adding them",
@@ -249,7 +249,7 @@ NOFILTER_RUN = RUNS / "qwen25_coder_05b" / "demo" / "2026-11-26_07-10-38"
 
 
 def test_attribute_counts_flips_per_retrieved_entry():
-    from memcollab_eval.bank_attribution import attribute
+    from memcollab_eval.leaderboard.attribution import attribute
 
     a = attribute(NOFILTER_RUN)
     by_id = {e.entry_id: e for e in a.effects}

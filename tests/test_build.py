@@ -12,12 +12,12 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import data_dir
-from memcollab_eval.build.distill import parse_lessons
-from memcollab_eval.build.entry_lint import lint_entry
-from memcollab_eval.build.pools import PoolError, PoolProblem, build_pool, check_leakage
-from memcollab_eval.build.preference import apply_ablation, memcollab_pairs, self_contrast_pairs
+
+from memcollab_eval.construct.distill import parse_lessons
+from memcollab_eval.construct.entry_lint import lint_entry
+from memcollab_eval.construct.pools import PoolError, PoolProblem, build_pool, check_leakage
+from memcollab_eval.construct.preference import apply_ablation, memcollab_pairs, self_contrast_pairs
 
 MODELS = ["strong", "weak"]
 
@@ -75,7 +75,7 @@ def test_parse_lessons(reply, expected):
 
 
 def test_a_lesson_repeating_a_prompt_example_is_rejected():
-    from memcollab_eval.build.distill import prompt_examples
+    from memcollab_eval.construct.distill import prompt_examples
 
     examples = prompt_examples()
     assert len(examples) >= 2
@@ -134,11 +134,11 @@ def test_pool_excludes_evaluation_problems_and_refuses_leaks(tmp_path):
 
 def oracle_rules(problems) -> list[list[str]]:
     """Scripted-double rules that answer each given problem with its reference solution."""
-    from memcollab_eval.benchmarks import get_spec, problem_text
+    from memcollab_eval.adapters import get_spec
 
     rules = []
     for p in problems:
-        key = problem_text(get_spec(p.benchmark), p.doc)[:80]
+        key = get_spec(p.benchmark).text(p.doc)[:80]
         if p.benchmark == "mbpp":
             rules.append([key, f"```python\n{p.doc['code']}\n```"])
         else:
@@ -150,12 +150,12 @@ def oracle_rules(problems) -> list[list[str]]:
 def write_doubles(tmp: Path, delay: float = 0.0) -> dict[str, str]:
     """A strong double that answers every tiny-pool problem correctly, a weak one that never
     does, and a summarizer double: returns the target config paths."""
-    from memcollab_eval.benchmarks import get_spec, problem_text
+    from memcollab_eval.adapters import get_spec
 
     problems = build_pool({"math_train": 2, "gsm8k_train": 2, "mbpp_train": 2}, str(data_dir()), 1234)
     (tmp / "strong_rules.json").write_text(json.dumps(oracle_rules(problems)))
     summary_rules = [
-        ["PROBLEM:\n" + problem_text(get_spec(problems[0].benchmark), problems[0].doc)[:60], "No lessons here, sorry."],
+        ["PROBLEM:\n" + get_spec(problems[0].benchmark).text(problems[0].doc)[:60], "No lessons here, sorry."],
         ["programming problem", "enforce checking the function on the smallest inputs the task allows; "
                                 "avoid code that only handles the sizes shown in the examples"],
         ["math problem", "enforce re-reading which quantity the question asks for before answering; "
@@ -197,7 +197,7 @@ def built(tmp_path_factory):
 
 
 def test_end_to_end_build_writes_a_valid_bank(built):
-    from memcollab_eval.bank import load_bank
+    from memcollab_eval.bank.store import load_bank
 
     tmp, _ = built
     bank = load_bank(tmp / "bank")
@@ -231,7 +231,7 @@ def test_rerun_regenerates_nothing(built):
 def test_self_memory_build_reuses_a_greedy_work_directory_and_self_contrast_is_refused(built, tmp_path):
     """Greedy builds key trajectories alike, so a self-memory bank of the strong model reuses the
     cross-model build's trajectories; a sampled (self-contrast) build may not share them."""
-    from memcollab_eval.bank import load_bank
+    from memcollab_eval.bank.store import load_bank
 
     tmp, paths = built
     work = tmp_path / "work"
@@ -345,14 +345,14 @@ def test_build_config_errors(args, message, tmp_path):
 def test_heldout_validation_drops_categories_whose_memory_hurts(built, tmp_path):
     """A target that answers correctly without memory and wrongly with it: every category
     group breaks problems, so validation drops it; a target memory cannot hurt keeps all."""
-    from memcollab_eval.bank import load_bank
-    from memcollab_eval.build import validate
+    from memcollab_eval.bank.store import load_bank
+    from memcollab_eval.construct import validate
     from memcollab_eval.retrieve import MEMORY_HEADER
 
     tmp, paths = built
     bank = load_bank(tmp / "bank")
     pool = [json.loads(x) for x in (tmp / "work" / "pool.jsonl").read_text().splitlines()]
-    from memcollab_eval.build.pools import PoolProblem
+    from memcollab_eval.construct.pools import PoolProblem
 
     heldout = validate.heldout_problems({"math_train": 2, "gsm8k_train": 2, "mbpp_train": 2},
                                         [PoolProblem.from_dict(p) for p in pool], str(data_dir()), 1234,

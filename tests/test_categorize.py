@@ -10,8 +10,8 @@ import time
 from collections import Counter
 
 import pytest
-
 from conftest import read_jsonl
+
 from memcollab_eval.categorize import CODE_CATEGORIES, GENERAL, MATH_SUBJECTS, TAXONOMY, Category, categorize
 
 # Measured on this code (see the report printed by the accuracy tests): MATH train 0.655,
@@ -141,8 +141,8 @@ def test_deterministic_and_fast():
 
 def _subject_accuracy(rows: list[dict], label: str) -> tuple[float, Counter]:
     predicted = [categorize(r["problem"], domain="math", benchmark="math").category for r in rows]
-    confusion = Counter((r[label], p) for r, p in zip(rows, predicted))
-    return sum(r[label] == p for r, p in zip(rows, predicted)) / len(rows), confusion
+    confusion = Counter((r[label], p) for r, p in zip(rows, predicted, strict=False))
+    return sum(r[label] == p for r, p in zip(rows, predicted, strict=False)) / len(rows), confusion
 
 
 def test_math500_subject_accuracy():

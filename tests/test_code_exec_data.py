@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import pytest
-
 from conftest import read_jsonl
+
+from memcollab_eval.adapters import function_under_test
 from memcollab_eval.verify import run_codes
-from memcollab_eval.verify.code_exec import function_under_test
 
 
 def mbpp_item(program: str, row: dict) -> dict:
@@ -26,7 +26,7 @@ def test_all_humaneval_canonical_solutions_pass(sandbox):
     assert len(rows) == 164
     items = [humaneval_item(r["prompt"] + r["canonical_solution"], r) for r in rows]
     verdicts = run_codes(items, pool=sandbox)
-    failed = {r["task_id"]: v.detail[:200] for r, v in zip(rows, verdicts) if not v.passed}
+    failed = {r["task_id"]: v.detail[:200] for r, v in zip(rows, verdicts, strict=False) if not v.passed}
     assert not failed, failed
 
 
@@ -35,7 +35,7 @@ def test_humaneval_empty_bodies_fail(sandbox):
     rows = read_jsonl("humaneval/HumanEval.jsonl")
     items = [humaneval_item(r["prompt"] + "    pass\n", r) for r in rows]
     verdicts = run_codes(items, pool=sandbox)
-    passed = [r["task_id"] for r, v in zip(rows, verdicts) if v.passed]
+    passed = [r["task_id"] for r, v in zip(rows, verdicts, strict=False) if v.passed]
     assert passed == [], passed
 
 
@@ -44,9 +44,9 @@ def test_humaneval_solution_swapped_with_another_task_fails(sandbox):
     rows = read_jsonl("humaneval/HumanEval.jsonl")
     shifted = rows[1:] + rows[:1]
     items = [humaneval_item(r["prompt"] + "    pass\n\n" + o["prompt"] + o["canonical_solution"], r)
-             for r, o in zip(rows, shifted)]
+             for r, o in zip(rows, shifted, strict=False)]
     verdicts = run_codes(items, pool=sandbox)
-    passed = [r["task_id"] for r, v in zip(rows, verdicts) if v.passed]
+    passed = [r["task_id"] for r, v in zip(rows, verdicts, strict=False) if v.passed]
     assert passed == [], passed
 
 
@@ -55,7 +55,7 @@ def test_all_mbpp_canonical_solutions_pass(sandbox):
     rows = read_jsonl("mbpp/mbpp.jsonl")
     assert len(rows) == 974
     verdicts = run_codes([mbpp_item(r["code"], r) for r in rows], pool=sandbox, timeout=30.0)
-    failed = {r["task_id"]: (v.status, v.detail[:200]) for r, v in zip(rows, verdicts) if not v.passed}
+    failed = {r["task_id"]: (v.status, v.detail[:200]) for r, v in zip(rows, verdicts, strict=False) if not v.passed}
     assert not failed, failed
 
 
@@ -63,7 +63,7 @@ def test_all_mbpp_canonical_solutions_pass(sandbox):
 def test_mbpp_solution_swapped_with_another_task_fails(sandbox):
     rows = read_jsonl("mbpp/mbpp.jsonl")[:100]
     shifted = rows[1:] + rows[:1]
-    verdicts = run_codes([mbpp_item(other["code"], r) for r, other in zip(rows, shifted)], pool=sandbox)
+    verdicts = run_codes([mbpp_item(other["code"], r) for r, other in zip(rows, shifted, strict=False)], pool=sandbox)
     assert sum(v.passed for v in verdicts) == 0
 
 
@@ -71,7 +71,7 @@ def test_mbpp_solution_swapped_with_another_task_fails(sandbox):
 def test_mbpp_empty_solutions_fail(sandbox):
     rows = read_jsonl("mbpp/mbpp.jsonl")
     verdicts = run_codes([mbpp_item("", r) for r in rows], pool=sandbox)
-    passed = [r["task_id"] for r, v in zip(rows, verdicts) if v.passed]
+    passed = [r["task_id"] for r, v in zip(rows, verdicts, strict=False) if v.passed]
     assert passed == [], passed
 
 

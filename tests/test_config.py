@@ -9,8 +9,8 @@ import pytest
 from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 
-from memcollab_eval.cli import register_hydra, group_options, prepare_argv
 from memcollab_eval.config import EvalConf
+from memcollab_eval.evaluation.cli import group_options, prepare_argv, register_hydra
 
 
 def compose_eval(overrides: list[str]) -> EvalConf:

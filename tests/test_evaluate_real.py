@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from conftest import data_dir, require_smollm2
 from test_config import compose_eval
 from test_evaluate_scripted import load_samples
@@ -15,7 +14,7 @@ from test_evaluate_scripted import load_samples
 @pytest.fixture(scope="module")
 def real_run(tmp_path_factory):
     require_smollm2()
-    from memcollab_eval.run_eval import evaluate
+    from memcollab_eval.evaluation.job import evaluate
 
     out = tmp_path_factory.mktemp("real")
     cfg = compose_eval(["+target=smollm2_135m", "+bank=demo_handmade", "retrieval=no_model_filter", f"data_dir={data_dir()}", "limit=1",

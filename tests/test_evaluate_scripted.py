@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 import pytest
-
 from conftest import data_dir
 from test_config import compose_eval
 
@@ -15,7 +14,7 @@ ANSWER = "Let me think.\nThe answer is $\\boxed{18}$.\n```python\ndef f():\n    
 
 @pytest.fixture(scope="module")
 def scripted_run(tmp_path_factory):
-    from memcollab_eval.run_eval import evaluate
+    from memcollab_eval.evaluation.job import evaluate
 
     if not (data_dir() / "gsm8k" / "test.jsonl").exists():
         pytest.skip(f"offline data not found under {data_dir()}")
@@ -47,7 +46,7 @@ def test_memory_reaches_the_prompt_only_in_the_memory_variant(scripted_run):
     run_dir, _ = scripted_run
     injected = 0
     for bench in ("math500", "gsm8k", "mbpp", "humaneval"):
-        for plain, mem in zip(load_samples(run_dir, f"{bench}_nomemory"), load_samples(run_dir, f"{bench}_memcollab")):
+        for plain, mem in zip(load_samples(run_dir, f"{bench}_nomemory"), load_samples(run_dir, f"{bench}_memcollab"), strict=False):
             plain_prompt = plain["arguments"]["gen_args_0"]["arg_0"]
             mem_prompt = mem["arguments"]["gen_args_0"]["arg_0"]
             assert "enforce" not in plain_prompt
@@ -70,7 +69,7 @@ def test_verifiers_scored_every_sample(scripted_run):
 
 
 def test_request_cache_is_per_target_and_replays_responses(tmp_path):
-    from memcollab_eval.run_eval import evaluate
+    from memcollab_eval.evaluation.job import evaluate
 
     def run(answer: str, identity: str) -> dict:
         cfg = compose_eval(["+target=scripted", "+bank=none", f"target.identity={identity}", "use_cache=true",

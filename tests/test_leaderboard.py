@@ -14,8 +14,8 @@ import pytest
 from conftest import data_dir
 
 from memcollab_eval.leaderboard import NO_MEMORY, LeaderboardError, build_leaderboard, load_run
-from memcollab_eval.leaderboard_render import group_warnings, main, render_html, render_markdown
-from memcollab_eval.leaderboard_stats import bootstrap_mean, flips, mcnemar_exact, paired_delta
+from memcollab_eval.leaderboard.render import group_warnings, main, render_html, render_markdown
+from memcollab_eval.leaderboard.stats import bootstrap_mean, flips, mcnemar_exact, paired_delta
 
 RUNS = Path(__file__).resolve().parent / "data" / "runs"
 HYDRA_RUNS = RUNS / "qwen25_coder_05b"

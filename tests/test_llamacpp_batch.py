@@ -17,7 +17,12 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 import memcollab_eval.models  # noqa: E402,F401  (registers "llama_cpp")
 from memcollab_eval.models.llamacpp_completion import CompletionTracker, missing_utf8_bytes  # noqa: E402
 from memcollab_eval.models.llamacpp_memory import (  # noqa: E402
-    MEMORY_SHARE, CacheEstimate, InsufficientMemoryError, KVShape, check_cache_fits, estimate_cache,
+    MEMORY_SHARE,
+    CacheEstimate,
+    InsufficientMemoryError,
+    KVShape,
+    check_cache_fits,
+    estimate_cache,
 )
 from memcollab_eval.models.request_sharing import plan_sharing  # noqa: E402
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from memcollab_eval.bank import MemoryEntry, load_bank
+from memcollab_eval.bank.store import MemoryEntry, load_bank
 from memcollab_eval.categorize import TAXONOMY, Category
 from memcollab_eval.retrieve import MEMORY_HEADER, RetrievalConfig, Retrieved, Retriever, analyze, render_memory
 
@@ -177,7 +177,7 @@ def test_render_memory_format(bank):
     lines = text.split("\n")
     assert lines[0] == MEMORY_HEADER
     assert len(lines) == len(got) + 1
-    for line, item in zip(lines[1:], got):
+    for line, item in zip(lines[1:], got, strict=False):
         assert line == f"- enforce {item.entry.enforce}; avoid {item.entry.avoid}"
     assert not text.endswith("\n")
 
@@ -191,7 +191,7 @@ def test_config_validation():
 
 @pytest.mark.parametrize("ranker", ["tfidf", "bm25"])
 def test_empty_bank_or_no_vocabulary_abstains(ranker):
-    from memcollab_eval.bank import BankManifest, MemoryBank
+    from memcollab_eval.bank.store import BankManifest, MemoryBank
 
     entry = MemoryEntry(id="x", enforce="the", avoid="a", category="Algebra", subcategory="",
                         preferred_model="m", unpreferred_model="n", source_benchmark="", source_problem_id="")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from conftest import data_dir
 from test_config import compose_eval
 from test_evaluate_scripted import load_samples
@@ -56,7 +55,7 @@ def test_sizes_are_counted_from_local_files():
 
 def test_seeded_run_with_a_per_benchmark_limit(tmp_path):
     """Through the real lm-eval path: each twin sees the same seeded problems; the override wins."""
-    from memcollab_eval.run_eval import evaluate
+    from memcollab_eval.evaluation.job import evaluate
     from memcollab_eval.subsets import problem_indices
 
     if not (data_dir() / "gsm8k" / "test.jsonl").exists():
@@ -76,7 +75,7 @@ def test_seeded_run_with_a_per_benchmark_limit(tmp_path):
 
 
 def test_bad_subset_settings_stop_before_the_model_loads(tmp_path):
-    from memcollab_eval.run_eval import UsageError, evaluate
+    from memcollab_eval.evaluation.job import UsageError, evaluate
 
     cfg = compose_eval(["+target=scripted", "+bank=none", "benchmarks=[gsm8k]", "+limits.mbpp=4",
                         "subset=shuffled", f"output_dir={tmp_path}"])
@@ -86,7 +85,7 @@ def test_bad_subset_settings_stop_before_the_model_loads(tmp_path):
 
 
 def test_plain_limits_key_is_accepted_on_the_command_line():
-    from memcollab_eval.cli import prepare_argv
+    from memcollab_eval.evaluation.cli import prepare_argv
 
     assert "+limits.humaneval=null" in prepare_argv(["limits.humaneval=null"])
     assert "+limits.humaneval=null" in prepare_argv(["+limits.humaneval=null"])

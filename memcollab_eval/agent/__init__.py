@@ -7,7 +7,13 @@ lm-eval model wrapper lives in :mod:`memcollab_eval.agent.agent_lm` and register
 
 from memcollab_eval.agent.protocol import AgentConfig, AgentTask, BlockRun, Episode, EpisodeRunner, run_episode
 from memcollab_eval.agent.transcript import (
-    Transcript, TranscriptError, decode_transcript, encode_episode, readable, scored_text, turns_of,
+    Transcript,
+    TranscriptError,
+    decode_transcript,
+    encode_episode,
+    readable,
+    scored_text,
+    turns_of,
 )
 
 __all__ = [

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import inspect
 import logging
-import time
 from typing import Any
 
 import lm_eval.models  # noqa: F401  (must precede register_model, or lm-eval's built-ins vanish)
@@ -39,7 +38,6 @@ from tqdm import tqdm
 
 from memcollab_eval.agent.protocol import AgentConfig, AgentTask, EpisodeRunner, Message
 from memcollab_eval.agent.transcript import encode_episode
-from memcollab_eval.generation import Generation
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +119,7 @@ class AgentLM(LM):
                 """One turn for each of ``indices``; returns those still open."""
                 turn = [self._turn_request(requests[i], runners[i].messages, n) for n, i in enumerate(indices)]
                 replies = self._inner_generate(turn, quiet)
-                for i, reply in zip(indices, replies):
+                for i, reply in zip(indices, replies, strict=False):
                     runners[i].receive(reply)
                     if runners[i].done:  # cached now, not when the whole call ends: a killed run keeps it
                         transcripts[i] = encode_episode(runners[i].episode(), self.config.summary())
@@ -188,7 +186,7 @@ class AgentLM(LM):
         missing = [n for n, reply in enumerate(replies) if reply is None]
         if missing:
             fresh = _generate(self.inner.lm, [turn[n] for n in missing], quiet)
-            for n, text in zip(missing, fresh):
+            for n, text in zip(missing, fresh, strict=False):
                 replies[n] = text
                 if keys[n] is not None:
                     store[keys[n]] = text  # backends that call add_partial have stored it already
@@ -249,28 +247,12 @@ def _typed(overrides: dict[str, Any]) -> dict[str, Any]:
 
 def _build_inner(name: str, args: dict[str, Any], extra: dict[str, Any]) -> LM:
     """The wrapped model, through the same registry (our own backends registered first)."""
-    import memcollab_eval.llm.scripted  # noqa: F401  (registers memcollab_scripted)
+    # registration: the models package sits above the agent protocol (its generation helpers read the
+    # run config, which reads the agent's), so the backends are registered here, when a wrapper is built
     import memcollab_eval.models  # noqa: F401  (registers llama_cpp)
+    import memcollab_eval.models.scripted  # noqa: F401  (registers memcollab_scripted)
 
     if name == "memcollab_agent":
         raise ValueError("memcollab_agent cannot wrap itself")
     log.info("memcollab_agent: building inner model %s with %s", name, args)
     return get_model(name).create_from_arg_obj(args, {k: v for k, v in extra.items() if v is not None})
-
-
-def agent_generation(agent: AgentLM, prompt: str, fields: dict[str, Any], gen_kwargs: dict[str, Any]) -> Generation:
-    """One episode outside a task (bank building): a ``generation.Generation`` whose text is the
-    transcript and whose token counts add up the inner model's turns (None when it keeps none)."""
-    usage_before = len(agent.usage or [])
-    start = time.perf_counter()
-    request = Instance(request_type="generate_until", doc=dict(fields), arguments=(prompt, dict(gen_kwargs)), idx=0)
-    text = agent.generate_until([request], disable_tqdm=True)[0]
-    seconds = time.perf_counter() - start
-    turns = list(agent.usage or [])[usage_before:]
-
-    def total(key: str) -> int | None:
-        values = [u.get(key) for u in turns]
-        return None if not values or any(v is None for v in values) else int(sum(values))
-
-    return Generation(text=text, prompt_tokens=total("prompt_tokens"), completion_tokens=total("completion_tokens"),
-                      truncated=any(bool(u.get("truncated")) for u in turns) if turns else None, seconds=seconds)

@@ -46,11 +46,11 @@ class AgentConfig:
 
     def __post_init__(self) -> None:
         if self.max_turns < 1:
-            raise ValueError(f"agent max_turns must be >= 1, got {self.max_turns}")
+            raise ValueError(f"agent.max_turns must be >= 1, got {self.max_turns}")
         if self.output_chars < 1:
-            raise ValueError(f"agent output_chars must be >= 1, got {self.output_chars}")
+            raise ValueError(f"agent.output_chars must be >= 1, got {self.output_chars}")
         if self.block_timeout <= 0:
-            raise ValueError(f"agent block_timeout must be > 0, got {self.block_timeout}")
+            raise ValueError(f"agent.block_timeout must be > 0, got {self.block_timeout}")
 
     def summary(self) -> dict[str, float | int]:
         return {"max_turns": self.max_turns, "output_chars": self.output_chars, "block_timeout": self.block_timeout}

@@ -32,9 +32,15 @@ from pathlib import Path
 from types import MappingProxyType
 
 from memcollab_eval.models.file_integrity import (
-    CHUNK, atomic_target, byte_progress, exclusive_lock, marker_matches, sha256_file, write_marker,
+    CHUNK,
+    atomic_target,
+    byte_progress,
+    exclusive_lock,
+    marker_matches,
+    marker_path,  # noqa: F401  (part of this module's API)
+    sha256_file,
+    write_marker,
 )
-from memcollab_eval.models.file_integrity import marker_path  # noqa: F401  (part of this module's API)
 
 CACHE_ENV = "MEMCOLLAB_MODEL_CACHE"
 GGUF_MAGIC = b"GGUF"

@@ -245,7 +245,7 @@ def _decode(node: Any, handle: Callable[[int, str], Any] | None) -> Any:
 def _pairs(items: list[Any]) -> list[tuple[Any, Any]]:
     if len(items) % 2:
         raise ChannelError("a dict with an odd number of keys and values")
-    return list(zip(items[0::2], items[1::2]))
+    return list(zip(items[0::2], items[1::2], strict=False))
 
 
 # ------------------------------------------------------------------ framing

@@ -7,9 +7,7 @@ so a batch pays the start-up cost (~0.1 s per worker) once.
 
 from __future__ import annotations
 
-import ast
 import sys
-import warnings
 from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import replace
@@ -47,26 +45,6 @@ def run_code(
     """
     pool = shared_pool(config or SandboxConfig())
     return pool.run(program, test, entry_point=entry_point, timeout=timeout, support=support)
-
-
-def function_under_test(reference_code: str, tests: Iterable[str]) -> str | None:
-    """The top-level function (or class) of a benchmark's reference solution that its
-    tests call first: MBPP's ``entry_point``. It matters when that name shadows a
-    builtin (MBPP 126 defines ``sum``); ``None`` when nothing matches."""
-    try:
-        with warnings.catch_warnings():  # MBPP's texts hold invalid escapes such as '\d'
-            warnings.simplefilter("ignore")
-            defined = {n.name for n in ast.parse(reference_code).body
-                       if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))}
-            parsed = [ast.parse(test) for test in tests]
-        for tree in parsed:
-            calls = [n for n in ast.walk(tree) if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)]
-            for call in sorted(calls, key=lambda c: (c.lineno, c.col_offset)):
-                if call.func.id in defined:  # type: ignore[union-attr]
-                    return call.func.id  # type: ignore[union-attr]
-    except SyntaxError:
-        return None
-    return None
 
 
 def execute_code(program: str, *, timeout: float = 10.0, config: SandboxConfig | None = None) -> Execution:

@@ -88,7 +88,7 @@ def last_boxed(text: str) -> str | None:
     if not boxes:
         return None
     parts = [boxes[-1][2]]
-    for (_, end, content), (next_start, _, _) in zip(reversed(boxes[:-1]), reversed(boxes[1:])):
+    for (_, end, content), (next_start, _, _) in zip(reversed(boxes[:-1]), reversed(boxes[1:]), strict=False):
         gap = text[end:next_start]
         if not _BOX_JOINER_RE.match(gap) or not _BOX_REAL_JOINER_RE.search(gap):
             break

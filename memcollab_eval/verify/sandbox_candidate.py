@@ -107,7 +107,7 @@ class _Server:
                 result_tree = cc.encode(result, self.known)
             except cc.NotPlainData as exc:
                 raise cc.NotPlainData(f"{label}() returned {exc}") from None
-        changed = [[i, after] for i, (before, arg) in enumerate(zip(args_tree, args))
+        changed = [[i, after] for i, (before, arg) in enumerate(zip(args_tree, args, strict=False))
                    if _mutable_tree(before) and (after := self._after(label, arg)) != before]
         changed_kw = [[k, after] for k, before in kwargs_tree
                       if _mutable_tree(before) and (after := self._after(label, kwargs[str(k)])) != before]

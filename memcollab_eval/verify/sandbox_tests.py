@@ -129,7 +129,7 @@ def _assign_into(old: Any, new: Any) -> None:
     """Make ``old`` equal ``new`` in place, keeping nested containers' identity."""
     if type(old) is list and type(new) is list:
         if len(old) == len(new):
-            for i, (a, b) in enumerate(zip(old, new)):
+            for i, (a, b) in enumerate(zip(old, new, strict=False)):
                 if _same_container(a, b):
                     _assign_into(a, b)
                 elif a is not b:
@@ -150,7 +150,7 @@ def _assign_into(old: Any, new: Any) -> None:
     elif type(old) is bytearray and type(new) is bytearray:
         old[:] = new
     elif type(old) is tuple and type(new) is tuple and len(old) == len(new):
-        for a, b in zip(old, new):
+        for a, b in zip(old, new, strict=False):
             if _same_container(a, b):
                 _assign_into(a, b)
 

@@ -44,7 +44,7 @@ WRONG_CODE = "```python\ndef unrelated_helper():\n    return None\n```"
 
 def docs(bench: str) -> list[dict]:
     with open(DATA / FILES[bench], encoding="utf-8") as f:
-        return [json.loads(line) for _, line in zip(range(LIMIT), f)]
+        return [json.loads(line) for _, line in zip(range(LIMIT), f, strict=False)]
 
 
 def answer(bench: str, doc: dict, correct: bool) -> str:
@@ -58,7 +58,7 @@ def answer(bench: str, doc: dict, correct: bool) -> str:
 
 
 def script(plan: list[tuple[str, list[int]]], path: Path) -> None:
-    items = [answer(b, d, bool(ok)) for b, outcomes in plan for d, ok in zip(docs(b), outcomes)]
+    items = [answer(b, d, bool(ok)) for b, outcomes in plan for d, ok in zip(docs(b), outcomes, strict=False)]
     path.write_text(json.dumps(items))
 
 
@@ -119,7 +119,7 @@ def lm_eval_cli_run(tmp: Path) -> None:
     script_path = tmp / "cli.json"
     script([("gsm8k", CLI_GSM8K["nomemory"]), ("gsm8k", CLI_GSM8K["memcollab"])], script_path)
     out = HERE / "lm_eval_cli"
-    code = "import memcollab_eval.llm.scripted; from lm_eval.__main__ import cli_evaluate; cli_evaluate()"
+    code = "import memcollab_eval.models.scripted; from lm_eval.__main__ import cli_evaluate; cli_evaluate()"
     subprocess.run([sys.executable, "-c", code, "--model", "memcollab_scripted",
                     "--model_args", f"pretrained=scripted-double,script={script_path}",
                     "--include_path", str(tasks), "--tasks", "gsm8k_nomemory,gsm8k_memcollab",

@@ -1,0 +1,316 @@
+"""The checks behind ``python -m memcollab_eval.bank check``: can this bank be trusted in CI?
+
+``load_bank`` stops at the first problem; a reviewer of a bank change wants *every* problem,
+each with the file, the line and the entry id. So this module validates in stages (manifest,
+each entry line, sha256, counts) and collects findings, then looks at the content:
+
+* duplicates: exact (same normalised text) and near: TF-IDF cosine (word unigrams, sublinear
+  tf, idf fitted on the bank) >= ``NEAR_DUP_THRESHOLD`` = 0.8. Measured on the demo bank's
+  lessons: changing, dropping or replacing one or two words scores 0.85-0.97, while the most
+  similar pair of distinct demo lessons scores 0.32. Duplicates waste retrieval's top-k slots.
+* leakage: an entry that shares ``LEAK_NGRAM`` (8) or more consecutive normalised words with
+  an evaluation problem (MATH500, GSM8K test, MBPP test, HumanEval) carries the test problem
+  into the prompt, so the bank would be graded on its own answers. N-grams that occur in
+  ``BOILERPLATE_PROBLEMS`` (3) or more problems are benchmark boilerplate ("write a python
+  function to ...") and are ignored.
+* evaluation-sourced entries: ``source_problem_id`` names an evaluation problem (by pattern,
+  e.g. ``test/...`` MATH ids, ``HumanEval/N``, ``mbpp/11..510``, ``gsm8k/test/...``, and by the
+  ids of the data files): the lesson was distilled from a problem it will be evaluated on.
+* categories: a taxonomy category of a covered domain with no entry always abstains (a
+  warning; an error with ``strict``); an entry whose category is not in the taxonomy can never
+  be retrieved (a warning).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from memcollab_eval.adapters import BENCHMARKS, get_spec
+from memcollab_eval.bank.store import (
+    ENTRIES_FILE,
+    MANIFEST_FILE,
+    BankError,
+    BankManifest,
+    MemoryEntry,
+    entry_from_dict,
+    load_bank,
+    manifest_from_dict,
+    sha256_bytes,
+)
+from memcollab_eval.categorize import TAXONOMY
+
+NEAR_DUP_THRESHOLD = 0.8
+LEAK_NGRAM = 8
+BOILERPLATE_PROBLEMS = 3
+EVAL_ID_PATTERNS = (
+    (re.compile(r"^test/"), "a MATH test-split id (MATH500 is drawn from it)"),
+    (re.compile(r"^gsm8k/test/"), "a GSM8K test id"),
+    (re.compile(r"^HumanEval/\d+$"), "a HumanEval id"),
+)
+_MBPP_ID = re.compile(r"^mbpp/(\d+)$")
+_WHERE = "\x00"  # placeholder location given to bank.py's validators, replaced by our own
+
+
+class BankCheckError(Exception):
+    """The check cannot run as asked (e.g. no evaluation data): a usage error, exit code 2."""
+
+
+@dataclass(frozen=True)
+class Finding:
+    level: str  # "error" | "warning"
+    check: str
+    file: str
+    line: int | None
+    entry_id: str | None
+    message: str
+
+    def __str__(self) -> str:
+        where = self.file + (f":{self.line}" if self.line else "")
+        entry = f" entry {self.entry_id!r}" if self.entry_id else ""
+        return f"{self.level.upper()} [{self.check}] {where}{entry}: {self.message}"
+
+
+@dataclass(frozen=True)
+class LocatedEntry:
+    entry: MemoryEntry
+    line: int
+
+
+@dataclass(frozen=True)
+class CheckReport:
+    bank_dir: Path
+    manifest: BankManifest | None
+    entries: tuple[LocatedEntry, ...]
+    findings: tuple[Finding, ...]
+
+    def failures(self, strict: bool = False) -> list[Finding]:
+        return [f for f in self.findings if f.level == "error" or strict]
+
+
+def normalize(text: str) -> str:
+    return " ".join(re.findall(r"[a-z0-9]+", text.lower()))
+
+
+def _bank_error(exc: BankError) -> str:
+    return str(exc).replace(f"{_WHERE}: ", "").replace(_WHERE, "")
+
+
+def read_bank(bank_dir: Path) -> tuple[BankManifest | None, list[LocatedEntry], list[Finding]]:
+    """Staged validation that reports every broken line instead of the first one."""
+    entries_path, manifest_path = bank_dir / ENTRIES_FILE, bank_dir / MANIFEST_FILE
+    if not bank_dir.is_dir():
+        return None, [], [Finding("error", "schema", str(bank_dir), None, None, "not a bank directory")]
+    findings: list[Finding] = []
+    manifest = None
+    try:
+        manifest = manifest_from_dict(json.loads(manifest_path.read_text(encoding="utf-8")), where=_WHERE)
+    except FileNotFoundError:
+        findings.append(Finding("error", "schema", str(manifest_path), None, None, "file is missing"))
+    except json.JSONDecodeError as exc:
+        findings.append(Finding("error", "schema", str(manifest_path), exc.lineno, None, f"invalid JSON ({exc.msg})"))
+    except BankError as exc:
+        findings.append(Finding("error", "schema", str(manifest_path), None, None, _bank_error(exc)))
+    if not entries_path.is_file():
+        return manifest, [], findings + [Finding("error", "schema", str(entries_path), None, None, "file is missing")]
+    data = entries_path.read_bytes()
+    entries: list[LocatedEntry] = []
+    first_line: dict[str, int] = {}
+    for lineno, line in enumerate(data.decode("utf-8", errors="replace").split("\n"), start=1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+            entry = entry_from_dict(obj, where=_WHERE)
+        except json.JSONDecodeError as exc:
+            findings.append(Finding("error", "schema", str(entries_path), lineno, None,
+                                    f"invalid JSON ({exc.msg} at column {exc.colno})"))
+            continue
+        except BankError as exc:
+            eid = obj.get("id") if isinstance(obj, dict) and isinstance(obj.get("id"), str) else None
+            findings.append(Finding("error", "schema", str(entries_path), lineno, eid, _bank_error(exc)))
+            continue
+        if entry.id in first_line:
+            findings.append(Finding("error", "schema", str(entries_path), lineno, entry.id,
+                                    f"duplicate id (first seen on line {first_line[entry.id]})"))
+            continue
+        first_line[entry.id] = lineno
+        entries.append(LocatedEntry(entry, lineno))
+    if manifest is not None:
+        actual = sha256_bytes(data)
+        if actual != manifest.sha256:
+            findings.append(Finding("error", "sha256", str(manifest_path), None, None,
+                                    f"manifest sha256 {manifest.sha256} does not match {ENTRIES_FILE} ({actual}): "
+                                    "the entries were edited or the copy is incomplete; rebuild or re-save the bank"))
+        n_lines = sum(1 for line in data.decode("utf-8", errors="replace").split("\n") if line.strip())
+        if manifest.n_entries != n_lines:
+            findings.append(Finding("error", "schema", str(manifest_path), None, None,
+                                    f"n_entries is {manifest.n_entries} but {ENTRIES_FILE} has {n_lines} entries"))
+    if not findings:
+        try:  # the loader is the authority: anything it rejects must fail the check too
+            load_bank(bank_dir)
+        except BankError as exc:
+            findings.append(Finding("error", "schema", str(bank_dir), None, None, str(exc)))
+    return manifest, entries, findings
+
+
+def duplicate_findings(entries: Sequence[LocatedEntry], file: str,
+                       threshold: float = NEAR_DUP_THRESHOLD) -> list[Finding]:
+    texts = [normalize(e.entry.render()) for e in entries]
+    findings, first = [], {}
+    for e, text in zip(entries, texts, strict=False):
+        if text in first:
+            o = first[text]
+            findings.append(Finding("error", "duplicate", file, e.line, e.entry.id,
+                                    f"same normalised text as entry {o.entry.id!r} (line {o.line})"))
+        else:
+            first[text] = e
+    if len(entries) < 2 or threshold > 1:
+        return findings
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    try:
+        matrix = TfidfVectorizer(sublinear_tf=True).fit_transform(texts)
+    except ValueError:  # empty vocabulary
+        return findings
+    for start in range(0, len(entries), 512):  # row blocks: memory stays O(block x n)
+        sims = (matrix[start:start + 512] @ matrix.T).toarray()
+        for i, j in zip(*np.nonzero(sims >= threshold), strict=False):
+            a, b = start + int(i), int(j)
+            if a < b and texts[a] != texts[b]:
+                findings.append(Finding("error", "near-duplicate", file, entries[b].line, entries[b].entry.id,
+                                        f"TF-IDF cosine {sims[i, j]:.2f} >= {threshold} with entry "
+                                        f"{entries[a].entry.id!r} (line {entries[a].line})"))
+    return findings
+
+
+@lru_cache(maxsize=4)
+def eval_problems(data_dir: str) -> tuple[tuple[str, str], ...]:
+    """(problem id, problem text) of every evaluation problem, ids as the evaluation logs them."""
+    out = []
+    for name, spec in BENCHMARKS.items():
+        path = Path(data_dir) / spec.local_file
+        if not path.is_file():
+            raise BankCheckError(f"evaluation data for {name} not found at {path}: pass --data-dir (laid out as "
+                                 "../shared/data) or set MEMCOLLAB_DATA_DIR, or --skip-leakage to skip these checks")
+        with open(path, encoding="utf-8") as f:
+            out += [(get_spec(name).problem_id(d), get_spec(name).text(d))
+                    for d in map(json.loads, filter(str.strip, f))]
+    return tuple(out)
+
+
+def _ngrams(text: str, n: int) -> Iterable[str]:
+    words = normalize(text).split()
+    return (" ".join(words[i:i + n]) for i in range(len(words) - n + 1))
+
+
+@lru_cache(maxsize=4)
+def _ngram_index(data_dir: str, n: int) -> dict[str, str]:
+    owners: dict[str, set[str]] = {}
+    for pid, text in eval_problems(data_dir):
+        for gram in set(_ngrams(text, n)):
+            owners.setdefault(gram, set()).add(pid)
+    return {g: min(ids) for g, ids in owners.items() if len(ids) < BOILERPLATE_PROBLEMS}
+
+
+def leak_findings(entries: Sequence[LocatedEntry], file: str, data_dir: str, n: int = LEAK_NGRAM) -> list[Finding]:
+    index = _ngram_index(data_dir, n)
+    findings = []
+    for e in entries:
+        for field in ("enforce", "avoid"):
+            hit = next((g for g in _ngrams(getattr(e.entry, field), n) if g in index), None)
+            if hit is not None:
+                findings.append(Finding("error", "leak", file, e.line, e.entry.id,
+                                        f"field {field!r} shares >= {n} consecutive words with evaluation problem "
+                                        f"{index[hit]}: {hit!r}"))
+    return findings
+
+
+def eval_source_reason(source_id: str, eval_ids: frozenset[str] = frozenset()) -> str | None:
+    """Why ``source_id`` is an evaluation problem, or None."""
+    for pattern, reason in EVAL_ID_PATTERNS:
+        if pattern.match(source_id):
+            return reason
+    m = _MBPP_ID.match(source_id)
+    if m and 11 <= int(m.group(1)) <= 510:
+        return "an MBPP test id (11-510)"
+    return "the id of an evaluation problem in the data directory" if source_id in eval_ids else None
+
+
+def source_findings(entries: Sequence[LocatedEntry], file: str, eval_ids: frozenset[str]) -> list[Finding]:
+    return [Finding("error", "eval-source", file, e.line, e.entry.id,
+                    f"source_problem_id {e.entry.source_problem_id!r} is {reason}: lessons must come from training "
+                    "problems only")
+            for e in entries if (reason := eval_source_reason(e.entry.source_problem_id.strip(), eval_ids))]
+
+
+def _norm_cat(category: str) -> str:
+    return " ".join(category.split()).casefold()
+
+
+def category_findings(entries: Sequence[LocatedEntry], file: str) -> list[Finding]:
+    known = {_norm_cat(c): (domain, c) for domain, cats in TAXONOMY.items() for c in cats}
+    counts = Counter(_norm_cat(e.entry.category) for e in entries)
+    findings = []
+    for e in entries:
+        hit = known.get(_norm_cat(e.entry.category))
+        if hit is None:
+            findings.append(Finding("warning", "category", file, e.line, e.entry.id,
+                                    f"category {e.entry.category!r} is not in the taxonomy, so the entry is never "
+                                    "retrieved"))
+        elif e.entry.subcategory not in TAXONOMY[hit[0]][hit[1]]:
+            findings.append(Finding("warning", "category", file, e.line, e.entry.id,
+                                    f"subcategory {e.entry.subcategory!r} is not one of {hit[1]!r}'s; it never earns "
+                                    "the subcategory bonus"))
+    covered = {known[c][0] for c in counts if c in known}
+    for domain in sorted(covered):
+        for category in TAXONOMY[domain]:
+            if counts[_norm_cat(category)] == 0:
+                findings.append(Finding("warning", "empty-category", file, None, None,
+                                        f"{domain} category {category!r} has no entries: retrieval always abstains "
+                                        "on its problems"))
+    return findings
+
+
+def coverage(entries: Iterable[MemoryEntry]) -> dict[tuple[str, str], int]:
+    """Entry counts per (category, "preferred > unpreferred")."""
+    return dict(Counter((e.category, f"{e.preferred_model} > {e.unpreferred_model}") for e in entries))
+
+
+def coverage_table(cov: Mapping[tuple[str, str], int]) -> str:
+    if not cov:
+        return "(no entries)"
+    order = {c: i for i, c in enumerate(c for cats in TAXONOMY.values() for c in cats)}
+    cats = sorted({c for c, _ in cov}, key=lambda c: (order.get(c, len(order)), c))
+    pairs = sorted({p for _, p in cov})
+    lines = ["| category | " + " | ".join(pairs) + " | total |", "| --- |" + " ---: |" * (len(pairs) + 1)]
+    for c in cats:
+        row = [cov.get((c, p), 0) for p in pairs]
+        lines.append(f"| {c} | " + " | ".join(map(str, row)) + f" | {sum(row)} |")
+    totals = [sum(cov.get((c, p), 0) for c in cats) for p in pairs]
+    lines.append("| total | " + " | ".join(map(str, totals)) + f" | {sum(totals)} |")
+    return "\n".join(lines)
+
+
+def check_bank(bank_dir: str | Path, *, data_dir: str | Path | None, near_dup_threshold: float = NEAR_DUP_THRESHOLD,
+               ngram: int = LEAK_NGRAM) -> CheckReport:
+    """Every check; ``data_dir`` None skips the leakage check and the id match against the data
+    (the id patterns still apply)."""
+    bank_dir = Path(bank_dir)
+    manifest, entries, findings = read_bank(bank_dir)
+    file = str(bank_dir / ENTRIES_FILE)
+    findings += duplicate_findings(entries, file, near_dup_threshold)
+    eval_ids: frozenset[str] = frozenset()
+    if data_dir is not None:
+        eval_ids = frozenset(pid for pid, _ in eval_problems(str(Path(data_dir).resolve())))
+        findings += leak_findings(entries, file, str(Path(data_dir).resolve()), ngram)
+    findings += source_findings(entries, file, eval_ids)
+    findings += category_findings(entries, file)
+    return CheckReport(bank_dir, manifest, tuple(entries), tuple(findings))

@@ -1,0 +1,1 @@
+"""The CI commands: ``python -m memcollab_eval.bank check | diff | gate | attribute`` (bank_cli)."""

@@ -1,0 +1,426 @@
+"""Bank building, stage by stage: pool -> trajectories -> verdicts -> pairs -> distillation -> bank.
+
+Each stage reads and writes JSONL in the work directory keyed by ``(problem_id, model,
+sample_idx)`` (or by pair), so a build killed at any moment resumes where it stopped and
+regenerates nothing; with greedy decoding and a fixed seed the final entries are the same
+bytes as those of an uninterrupted build. Timings and token counts are stored per record,
+so the manifest's construction cost does not depend on how often the build was resumed.
+
+With ``protocol=agent`` each source model runs the agent protocol (multi-turn, code run in
+the sandbox): the stored trajectory text is the episode transcript, the verifier scores its
+final answer, and distillation and the abstraction gate read it as plain dialogue.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import os
+import time
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from lm_eval.api.instance import Instance
+from tqdm.auto import tqdm
+
+from memcollab_eval.adapters import get_spec
+from memcollab_eval.agent.agent_lm import AgentLM
+from memcollab_eval.agent.task_fields import agent_fields
+from memcollab_eval.agent.transcript import readable
+from memcollab_eval.bank.store import BankError, entry_from_dict, load_bank, save_bank, serialize_entries, sha256_bytes
+from memcollab_eval.categorize import predict_math_subject
+from memcollab_eval.construct import validate
+from memcollab_eval.construct.config import BuildConf
+from memcollab_eval.construct.dedupe import drop_near_duplicates
+from memcollab_eval.construct.distill import (
+    PROMPT_VERSION,
+    distill_prompt,
+    parse_lessons,
+    prompt_examples,
+    prompt_template,
+)
+from memcollab_eval.construct.entry_lint import lint_entry
+from memcollab_eval.construct.pools import PoolError, PoolProblem, build_pool
+from memcollab_eval.construct.preference import (
+    NoPair,
+    Pair,
+    apply_ablation,
+    memcollab_pairs,
+    self_contrast_pairs,
+    self_memory_items,
+)
+from memcollab_eval.construct.records import DistillRecord, Key, Trajectory, VerdictRecord
+from memcollab_eval.jsonl_store import append_records, read_records, write_atomic
+from memcollab_eval.models.generation import Generation, build_lm, generate, load_target
+from memcollab_eval.scoring import score_response
+
+log = logging.getLogger(__name__)
+
+
+class ModelCache:
+    """Keeps one model in memory at a time: CPU machines cannot hold several."""
+
+    def __init__(self) -> None:
+        self.name: str | None = None
+        self.lm: Any = None
+
+    def get(self, name: str) -> Any:
+        if name != self.name:
+            self.lm = None
+            self.lm = build_lm(load_target(name))
+            self.name = name
+        return self.lm
+
+
+def agent_generation(agent: AgentLM, prompt: str, fields: dict[str, Any], gen_kwargs: dict[str, Any]) -> Generation:
+    """One agent episode outside a task: a :class:`Generation` whose text is the
+    transcript and whose token counts add up the inner model's turns (None when it keeps none)."""
+    usage_before = len(agent.usage or [])
+    start = time.perf_counter()
+    request = Instance(request_type="generate_until", doc=dict(fields), arguments=(prompt, dict(gen_kwargs)), idx=0)
+    text = agent.generate_until([request], disable_tqdm=True)[0]
+    seconds = time.perf_counter() - start
+    turns = list(agent.usage or [])[usage_before:]
+
+    def total(key: str) -> int | None:
+        values = [u.get(key) for u in turns]
+        return None if not values or any(v is None for v in values) else int(sum(values))
+
+    return Generation(text=text, prompt_tokens=total("prompt_tokens"), completion_tokens=total("completion_tokens"),
+                      truncated=any(bool(u.get("truncated")) for u in turns) if turns else None, seconds=seconds)
+
+
+def stage_pool(cfg: BuildConf, work: Path) -> list[PoolProblem]:
+    path = work / "pool.jsonl"
+    wanted = {"sizes": cfg.pool_sizes(), "seed": cfg.seed}
+    meta = work / "pool.meta.json"
+    if path.exists() and meta.exists():
+        if json.loads(meta.read_text()) != wanted:
+            raise PoolError(f"{work} holds a build with another pool ({meta.read_text().strip()}); "
+                            f"use another bank.name or work_dir, or delete {work}")
+        return [PoolProblem.from_dict(r) for r in read_records(path, ("id", "benchmark", "doc"))]
+    excluded: dict[str, list[str]] = {}
+    problems = build_pool(cfg.pool_sizes(), cfg.data_dir, cfg.seed, excluded)
+    if excluded:
+        log.warning("excluded training problems that are also evaluation problems: %s", excluded)
+    write_atomic(path, "".join(json.dumps(p.to_dict(), sort_keys=True) + "\n" for p in problems))
+    write_atomic(work / "pool.excluded.json", json.dumps(excluded, sort_keys=True))
+    write_atomic(meta, json.dumps(wanted, sort_keys=True))
+    return problems
+
+
+def generation_settings(cfg: BuildConf) -> dict[str, Any]:
+    """What a stored trajectory depends on besides the problem, model and sample index."""
+    wanted: dict[str, Any] = {"protocol": cfg.protocol}
+    if cfg.protocol == "agent":
+        wanted["agent"] = asdict(cfg.agent)
+    if cfg.method.temperature > 0:
+        wanted["temperature"] = cfg.method.temperature
+    if cfg.max_gen_toks is not None:
+        wanted["max_gen_toks"] = cfg.max_gen_toks
+    return wanted
+
+
+def check_generation_settings(cfg: BuildConf, work: Path) -> None:
+    """Refuse to mix trajectories made with different settings in one work directory.
+
+    Trajectories are keyed by (problem, model, sample index), so a self-memory build may
+    share a work directory with a cross-model build of the same pool (both decode greedily:
+    the trajectories are reused, only the pairs and distillation differ) but a sampled
+    self-contrast build may not: its sample 0 would silently be the greedy one. Builds with
+    non-default settings (agent protocol, sampling, a token limit) record them in
+    ``trajectories.meta.json``; a directory with trajectories and no such file was made
+    with the defaults (greedy, single-turn), so older work directories stay as they were."""
+    meta = work / "trajectories.meta.json"
+    wanted = generation_settings(cfg)
+    have: dict[str, Any] = {"protocol": "single_turn"}
+    if meta.exists():
+        have = json.loads(meta.read_text())
+    elif not (work / "trajectories.jsonl").exists() or not (work / "trajectories.jsonl").stat().st_size:
+        have = wanted
+    if have != wanted:
+        raise PoolError(f"{work} holds trajectories made with {json.dumps(have, sort_keys=True)}, not "
+                        f"{json.dumps(wanted, sort_keys=True)}; use another bank.name or work_dir, or delete {work}")
+    if wanted != {"protocol": "single_turn"} and not meta.exists():
+        write_atomic(meta, json.dumps(wanted, sort_keys=True))
+
+
+def stage_trajectories(cfg: BuildConf, problems: list[PoolProblem], work: Path,
+                       models: ModelCache) -> dict[Key, Trajectory]:
+    path = work / "trajectories.jsonl"
+    check_generation_settings(cfg, work)
+    done = {t.key: t for t in map(Trajectory.from_json, read_records(path, Trajectory.REQUIRED))}
+    for model in cfg.sources:
+        todo = [(p, s) for p in problems for s in range(cfg.method.samples) if (p.id, model, s) not in done]
+        if not todo:
+            continue
+        lm = models.get(model)
+        agent = None
+        if cfg.protocol == "agent":
+            agent = AgentLM(lm, cfg.agent_config())
+        with tqdm(total=len(todo), desc=f"trajectories {model}", unit="problem") as bar:
+            for start in range(0, len(todo), cfg.batch_size):
+                batch = todo[start:start + cfg.batch_size]
+                records = []
+                for p, s in batch:  # one request at a time keeps per-sample seeds exact
+                    spec = get_spec(p.benchmark)
+                    kwargs = cfg.gen_kwargs(spec.max_gen_toks, seed=cfg.seed + 1000 * s)
+                    if agent is None:
+                        g = generate(lm, [spec.prompt(p.doc)], kwargs)[0]
+                    else:
+                        g = agent_generation(agent, spec.prompt(p.doc), agent_fields(spec, p.doc), kwargs)
+                    records.append(Trajectory(p.id, model, s, g.text, g.prompt_tokens, g.completion_tokens,
+                                              g.truncated, round(g.seconds, 3)))
+                append_records(path, [t.to_json() for t in records])
+                done.update({t.key: t for t in records})
+                bar.update(len(batch))
+    # a shared work directory also holds other builds' records: return this build's own
+    ids = {p.id for p in problems}
+    return {k: r for k, r in done.items() if k[0] in ids and k[1] in cfg.sources and k[2] < cfg.method.samples}
+
+
+def stage_verify(cfg: BuildConf, problems: list[PoolProblem], trajs: dict[Key, Trajectory],
+                 work: Path) -> dict[Key, VerdictRecord]:
+    path = work / "verdicts.jsonl"
+    done = {v.key: v for v in map(VerdictRecord.from_json, read_records(path, VerdictRecord.REQUIRED))}
+    by_id = {p.id: p for p in problems}
+    todo = [k for k in sorted(trajs) if k not in done and k[0] in by_id]
+    sandbox = cfg.sandbox_config()
+    for k in tqdm(todo, desc="verify", unit="trajectory", disable=not todo):
+        p = by_id[k[0]]
+        v = score_response(get_spec(p.benchmark), p.doc, trajs[k].text, sandbox=sandbox)
+        record = VerdictRecord(k[0], k[1], k[2], v.status, v.extracted, v.detail[:500], round(v.seconds, 3))
+        append_records(path, [record.to_json()])
+        done[k] = record
+    return {k: done[k] for k in trajs}  # only the given trajectories' verdicts, as for trajectories
+
+
+def stage_pairs(cfg: BuildConf, problems: list[PoolProblem],
+                verdicts: dict[Key, VerdictRecord]) -> tuple[list[Pair], list[NoPair]]:
+    ids = [p.id for p in problems]
+    passed = {k: v.passed for k, v in verdicts.items()}
+    kind = cfg.method.kind
+    if kind == "memcollab":
+        pairs, skipped = memcollab_pairs(ids, passed, cfg.sources)
+    elif kind == "self_contrast":
+        pairs, skipped = self_contrast_pairs(ids, passed, cfg.sources[0], cfg.method.samples)
+    else:
+        pairs, skipped = self_memory_items(ids, passed, cfg.sources[0])
+    return apply_ablation(pairs, cfg.method.ablation, cfg.seed), skipped
+
+
+def pair_id(pair: Pair) -> str:
+    side = lambda k: "none" if k is None else f"{k[1]}#{k[2]}"  # noqa: E731
+    return f"{pair.problem_id}|{side(pair.preferred)}>{side(pair.unpreferred)}"
+
+
+def stage_distill(cfg: BuildConf, problems: list[PoolProblem], trajs: dict[Key, Trajectory],
+                  verdicts: dict[Key, VerdictRecord], pairs: list[Pair], work: Path,
+                  models: ModelCache) -> dict[str, DistillRecord]:
+    path = work / "distill.jsonl"
+    # a reply made with another prompt version is not reused: the prompt changed
+    done = {r.pair: r for r in map(DistillRecord.from_json, read_records(path, DistillRecord.REQUIRED))
+            if r.prompt_version == PROMPT_VERSION}
+    todo = [p for p in pairs if pair_id(p) not in done]
+    if not todo:
+        return {pair_id(p): done[pair_id(p)] for p in pairs}
+    by_id = {p.id: p for p in problems}
+    lm = models.get(cfg.summarizer)
+    kwargs = cfg.gen_kwargs(cfg.distill_max_gen_toks, seed=cfg.seed)
+    for pair in tqdm(todo, desc=f"distill with {cfg.summarizer}", unit="pair"):
+        problem = by_id[pair.problem_id]
+        spec = get_spec(problem.benchmark)
+        prompt = distill_prompt(
+            domain="math" if spec.domain == "math" else "programming", problem=spec.text(problem.doc),
+            preferred=readable(trajs[pair.preferred].text),
+            unpreferred=None if pair.unpreferred is None else readable(trajs[pair.unpreferred].text),
+            unpreferred_status="fail" if pair.unpreferred is None else verdicts[pair.unpreferred].status)
+        first = generate(lm, [prompt], kwargs)[0]
+        replies, lessons = [first], parse_lessons(first.text)
+        if not lessons:  # one retry with a format reminder, then give up on this pair
+            retry = generate(lm, [prompt + "\n" + first.text + "\n\n" + prompt_template("retry")], kwargs)[0]
+            replies.append(retry)
+            lessons = parse_lessons(retry.text)
+        record = DistillRecord(
+            pair_id(pair), PROMPT_VERSION, "ok" if lessons else "malformed", tuple(asdict(x) for x in lessons),
+            tuple(g.text for g in replies), round(sum(g.seconds for g in replies), 3),
+            sum(g.completion_tokens or 0 for g in replies), sum(g.prompt_tokens or 0 for g in replies))
+        if not lessons:
+            log.warning("malformed summarizer reply for %s (skipped): %r", record.pair, first.text[:200])
+        append_records(path, [record.to_json()])
+        done[record.pair] = record
+    return {pair_id(p): done[pair_id(p)] for p in pairs}  # this build's pairs only
+
+
+def assemble_entries(cfg: BuildConf, problems: list[PoolProblem], trajs: dict[Key, Trajectory], pairs: list[Pair],
+                     distilled: dict[str, DistillRecord], identities: dict[str, str]) -> tuple[list[dict], Counter]:
+    """Lint every lesson, tag survivors (with model identities), drop near-duplicates;
+    ids follow pool and pair order."""
+    by_id = {p.id: p for p in problems}
+    rejected: Counter = Counter()
+    candidates = []
+    examples = prompt_examples()
+    for pair in pairs:
+        record = distilled[pair_id(pair)]
+        if record.status != "ok":
+            rejected["malformed"] += 1
+            continue
+        problem = by_id[pair.problem_id]
+        spec = get_spec(problem.benchmark)
+        sources = [readable(trajs[k].text) for k in (pair.preferred, pair.unpreferred) if k is not None]
+        for lesson in record.lessons:
+            verdict = lint_entry(lesson["enforce"], lesson["avoid"], problem=spec.text(problem.doc),
+                                 trajectories=sources, gold=spec.gold(problem.doc), examples=examples) \
+                if cfg.gates.lint else None
+            if verdict is not None and not verdict.ok:
+                rejected[verdict.reason] += 1
+                continue
+            candidates.append({
+                "enforce": lesson["enforce"], "avoid": lesson["avoid"], "category": problem.category,
+                "subcategory": problem.subcategory, "preferred_model": identities[pair.preferred[1]],
+                "unpreferred_model": "none" if pair.unpreferred is None else identities[pair.unpreferred[1]],
+                "source_benchmark": problem.source, "source_problem_id": problem.id,
+                "summarizer": identities[cfg.summarizer],
+                "created_at": ""})
+    kept, merged = drop_near_duplicates(candidates, cfg.gates.near_duplicate_threshold)
+    rejected["near_duplicate"] += merged
+    return [{"id": f"{cfg.bank.name}-{i:04d}", **e} for i, e in enumerate(kept, start=1)], rejected
+
+
+def build_stats(cfg: BuildConf, problems: list[PoolProblem], trajs: dict[Key, Trajectory],
+                verdicts: dict[Key, VerdictRecord], skipped: list[NoPair], distilled: dict[str, DistillRecord],
+                entries: list[dict], rejected: Counter) -> dict:
+    n = len(problems)
+    gen_s = sum(float(t.seconds or 0) for t in trajs.values())
+    ver_s = sum(float(v.seconds or 0) for v in verdicts.values())
+    dis_s = sum(float(d.seconds or 0) for d in distilled.values())
+    tokens = sum(int(t.completion_tokens or 0) for t in trajs.values()) + \
+        sum(int(d.completion_tokens or 0) + int(d.prompt_tokens or 0) for d in distilled.values())
+    math_pool = [p for p in problems if p.benchmark == "math500"]
+    cat_acc = (sum(predict_math_subject(p.doc["problem"]) == p.category for p in math_pool) / len(math_pool)
+               if math_pool else None)
+    pass_rate = {m: sum(v.passed for k, v in verdicts.items() if k[1] == m) /
+                 max(1, sum(1 for k in verdicts if k[1] == m)) for m in cfg.sources}
+    coverage = Counter(f"{e['category']} | {e['preferred_model']} > {e['unpreferred_model']}" for e in entries)
+    excluded_file = Path(cfg.work_dir) / "pool.excluded.json"
+    excluded = json.loads(excluded_file.read_text()) if excluded_file.exists() else {}
+    return {
+        "pool_problems": n, "pool_by_source": dict(Counter(p.source for p in problems)),
+        "excluded_as_evaluation_problems": excluded,
+        "pass_rate_by_model": pass_rate, "no_pair_reasons": dict(Counter(s.reason for s in skipped)),
+        "pairs_distilled": len(distilled), "entries": len(entries), "rejected": dict(rejected),
+        "coverage": dict(sorted(coverage.items())),
+        "seconds_per_problem": round((gen_s + ver_s + dis_s) / max(1, n), 2),
+        "tokens_per_problem": round(tokens / max(1, n), 1),
+        "seconds": {"generation": round(gen_s, 1), "verification": round(ver_s, 1), "distillation": round(dis_s, 1)},
+        "categorizer_accuracy_math_pool_from_text": cat_acc, "prompt_version": PROMPT_VERSION,
+    }
+
+
+def stage_validate(cfg: BuildConf, problems: list[PoolProblem], entries: list[dict], work: Path,
+                   models: ModelCache) -> tuple[list[dict], dict]:
+    """The optional held-out gate (single-turn prompts): returns kept entries, renumbered."""
+
+    categories = {e["category"] for e in entries}
+    heldout = validate.heldout_problems(cfg.pool_sizes(), problems, cfg.data_dir, cfg.seed, categories,
+                                        cfg.gates.validate_per_category)
+    lm = models.get(cfg.validation_target())
+    results = validate.validate_groups(
+        entries, heldout, lambda prompts, kw: [g.text for g in generate(lm, prompts, kw)], work,
+        lambda spec: cfg.gen_kwargs(spec.max_gen_toks, seed=cfg.seed), cfg.sandbox_config())
+    kept = [e for e in entries if results[e["category"]].keep]
+    renumbered = [{**e, "id": f"{cfg.bank.name}-{i:04d}"} for i, e in enumerate(kept, start=1)]
+    report = validate.summary(results)
+    report["_dropped_entries"] = len(entries) - len(kept)
+    return renumbered, report
+
+
+class WorkDirBusyError(PoolError):
+    """Another build holds the work directory."""
+
+
+@contextmanager
+def exclusive(work: Path) -> Iterator[None]:
+    """One build at a time per work directory: builds of several banks may share one (their
+    trajectories are reused), but two running at once would generate and append the same
+    records twice. The lock is released by the kernel when the holder dies, even by kill -9."""
+    with open(work / ".build.lock", "a+", encoding="utf-8") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            raise WorkDirBusyError(f"another build is running in {work} ({holder}); wait for it to finish or "
+                                   "use another work_dir") from None
+        handle.truncate(0)
+        handle.write(f"pid {os.getpid()}\n")
+        handle.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def run_build(cfg: BuildConf) -> dict:
+    """Run (or resume) every stage and write the bank; returns the build statistics."""
+    work = Path(cfg.work_dir)
+    work.mkdir(parents=True, exist_ok=True)
+    with exclusive(work):
+        return _run_stages(cfg, work)
+
+
+def _run_stages(cfg: BuildConf, work: Path) -> dict:
+
+    started = time.time()
+    models = ModelCache()
+    problems = stage_pool(cfg, work)
+    trajs = stage_trajectories(cfg, problems, work, models)
+    verdicts = stage_verify(cfg, problems, trajs, work)
+    pairs, skipped = stage_pairs(cfg, problems, verdicts)
+    # per bank: several builds may share a work directory, and each has its own skip reasons
+    write_atomic(work / f"no_pairs.{cfg.bank.name}.jsonl", "".join(json.dumps(asdict(s)) + "\n" for s in skipped))
+    distilled = stage_distill(cfg, problems, trajs, verdicts, pairs, work, models)
+    identities = {name: load_target(name).identity for name in {*cfg.sources, cfg.summarizer}}
+    entries, rejected = assemble_entries(cfg, problems, trajs, pairs, distilled, identities)
+    validation = None
+    if cfg.gates.validate and entries:
+        entries, validation = stage_validate(cfg, problems, entries, work, models)
+        rejected["failed_validation"] = validation.pop("_dropped_entries")
+    stats = build_stats(cfg, problems, trajs, verdicts, skipped, distilled, entries, rejected)
+    if validation is not None:
+        stats["validation"] = {"target": load_target(cfg.validation_target()).identity, "groups": validation}
+    stats["wall_seconds_this_invocation"] = round(time.time() - started, 1)
+    header = {"name": cfg.bank.name, "version": cfg.bank.version, "sources": [identities[s] for s in cfg.sources],
+              "summarizer": identities[cfg.summarizer], "notes": cfg.bank.notes}
+    if bank_is_current(cfg.out_dir(), entries, header):
+        stats["unchanged"] = True
+        return stats
+    save_bank(cfg.out_dir(), entries, config={"build": cfg.as_dict(), "stats": stats}, **header)
+    return stats
+
+
+def bank_is_current(out_dir: Path, entries: list[dict], header: dict) -> bool:
+    """True when the bank on disk already holds exactly these entries under this name,
+    version, sources, summarizer and notes. Re-running a finished build then leaves the bank
+    alone: rewriting it would replace the manifest's record of the real build (its wall time,
+    its creation date) with a replay's."""
+
+    if not (Path(out_dir) / "manifest.json").exists():
+        return False
+    try:
+        bank = load_bank(out_dir)
+    except BankError:
+        return False  # damaged or stale: rewrite it
+    m = bank.manifest
+    try:
+        wanted = sha256_bytes(serialize_entries(entry_from_dict(e) for e in entries))
+    except BankError:
+        return False  # save_bank will name the bad entry
+    return (wanted == m.sha256
+            and header == {"name": m.name, "version": m.version, "sources": list(m.sources),
+                           "summarizer": m.summarizer, "notes": m.notes})

@@ -1,0 +1,114 @@
+"""The build stages' records: what each stage writes to its JSONL file and the next one reads.
+
+Why frozen dataclasses: the stages meet only through these files (a killed build resumes from
+them), so the file layout is the contract. Each record type writes itself with ``to_json``
+(field order as in the files written before these types existed, so old work directories
+resume unchanged) and reads itself with ``from_json``, which names the missing field. The pool's
+problem record is :class:`memcollab_eval.construct.pools.PoolProblem`; a contrastive pair is
+:class:`memcollab_eval.construct.preference.Pair`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+Key = tuple[str, str, int]  # (problem_id, model, sample_idx)
+
+
+class RecordError(ValueError):
+    """A stage record without a field it needs."""
+
+
+def _take(cls: type, obj: dict[str, Any], required: tuple[str, ...]) -> dict[str, Any]:
+    missing = [k for k in required if k not in obj]
+    if missing:
+        raise RecordError(f"{cls.__name__} record without field(s) {missing}")
+    return {f.name: obj[f.name] for f in fields(cls) if f.name in obj}
+
+
+@dataclass(frozen=True)
+class Trajectory:
+    """One model's response to one pool problem (``trajectories.jsonl``); for the agent protocol
+    the text is the episode transcript."""
+
+    problem_id: str
+    model: str
+    sample_idx: int
+    text: str
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    truncated: bool | None = None
+    seconds: float = 0.0
+
+    REQUIRED = ("problem_id", "model", "sample_idx", "text")
+
+    @property
+    def key(self) -> Key:
+        return (self.problem_id, self.model, int(self.sample_idx))
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, obj: dict[str, Any]) -> Trajectory:
+        return cls(**_take(cls, obj, cls.REQUIRED))
+
+
+@dataclass(frozen=True)
+class VerdictRecord:
+    """The verifier's verdict on one trajectory (``verdicts.jsonl``)."""
+
+    problem_id: str
+    model: str
+    sample_idx: int
+    status: str
+    extracted: str | None = None
+    detail: str = ""
+    seconds: float = 0.0
+
+    REQUIRED = ("problem_id", "model", "sample_idx", "status")
+
+    @property
+    def key(self) -> Key:
+        return (self.problem_id, self.model, int(self.sample_idx))
+
+    @property
+    def passed(self) -> bool:
+        return self.status == "pass"
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, obj: dict[str, Any]) -> VerdictRecord:
+        return cls(**_take(cls, obj, cls.REQUIRED))
+
+
+@dataclass(frozen=True)
+class DistillRecord:
+    """The summarizer's lessons for one pair (``distill.jsonl``): status ``ok`` or ``malformed``."""
+
+    pair: str
+    prompt_version: str
+    status: str
+    lessons: tuple[dict[str, str], ...]
+    replies: tuple[str, ...] = ()
+    seconds: float = 0.0
+    completion_tokens: int = 0
+    prompt_tokens: int = 0
+
+    REQUIRED = ("pair", "status", "lessons")
+
+    def to_json(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["lessons"], out["replies"] = list(self.lessons), list(self.replies)
+        return out
+
+    @classmethod
+    def from_json(cls, obj: dict[str, Any]) -> DistillRecord:
+        values = _take(cls, obj, cls.REQUIRED)
+        values.setdefault("prompt_version", "v1")  # files from before prompt versions were recorded
+        values["lessons"] = tuple(values["lessons"])
+        values["replies"] = tuple(values.get("replies", ()))
+        return cls(**values)

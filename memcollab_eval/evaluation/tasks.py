@@ -1,0 +1,177 @@
+"""lm-eval task variants: each benchmark's memory variant and its no-memory twin.
+
+Both twins share one prompt template, ``{{memcollab_memory}}{{memcollab_prompt}}``; the
+``process_docs`` hook fills ``memcollab_memory`` with the retrieved entries (memory
+variant) or leaves it empty (twin), so the prompts differ in the memory text only.
+The hook also records, per document, the retrieved entry ids and scores, the task
+category and whether retrieval abstained; lm-eval logs the document with each sample.
+Scoring (``process_results``) calls this project's verifiers and writes the verdict
+into the logged document as well.
+
+Both protocols use the same tasks: under ``protocol=agent`` the model is the
+``memcollab_agent`` wrapper, which reads the domain and visible test from the doc
+(``memcollab_domain``, ``memcollab_visible_test``, ``memcollab_setup_code``) and answers
+with an episode transcript; ``process_results`` scores its final answer and reports
+``turns`` (1 for a single-turn response).
+
+The hook learns the bank, retrieval settings and target identity from a
+``MemorySetup`` built before ``simple_evaluate`` (our CLI), or from environment
+variables when the YAML files in ``tasks/`` are used with ``lm_eval --include_path``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+import datasets
+
+from memcollab_eval.adapters import BenchmarkSpec, get_spec
+from memcollab_eval.agent.task_fields import agent_fields
+from memcollab_eval.agent.transcript import decode_transcript
+from memcollab_eval.bank.store import MemoryBank, load_bank
+from memcollab_eval.categorize import categorize
+from memcollab_eval.retrieve import RetrievalConfig, Retriever, render_memory
+from memcollab_eval.sample_fields import ProblemFields, RetrievedRef, ScoreFields
+from memcollab_eval.sample_fields import SampleFields as F
+from memcollab_eval.scoring import score_response
+from memcollab_eval.verify import SandboxConfig
+
+PROMPT_TEMPLATE = "{{memcollab_memory}}{{memcollab_prompt}}"
+METRICS = ("acc", "no_answer", "memory_injected", "turns")
+
+
+@dataclass(frozen=True)
+class MemorySetup:
+    """What the memory variant needs: a bank, how to retrieve, and who the target is."""
+
+    bank: MemoryBank
+    retrieval: RetrievalConfig
+    target_identity: str
+
+
+def task_name(benchmark: str, with_memory: bool) -> str:
+    return f"{benchmark}_{'memcollab' if with_memory else 'nomemory'}"
+
+
+class ProcessDocs:
+    """The ``process_docs`` hook: adds the prompt, memory and retrieval record to each doc."""
+
+    def __init__(self, spec: BenchmarkSpec, setup: MemorySetup | None):
+        self.spec = spec
+        self.setup = setup
+        self._retriever: Retriever | None = None
+        self._done: dict[str, Any] = {}  # lm-eval asks for the docs several times per run
+
+    def retriever(self) -> Retriever | None:
+        if self.setup is not None and self._retriever is None:
+            self._retriever = Retriever(self.setup.bank, self.setup.retrieval, self.setup.target_identity)
+        return self._retriever
+
+    def fields(self, doc: dict) -> dict[str, Any]:
+        text = self.spec.text(doc)
+        cat = categorize(text, domain=self.spec.domain, benchmark=self.spec.name, subject=self.spec.subject(doc))
+        retrieved = []
+        retriever = self.retriever()
+        if retriever is not None:
+            retrieved = retriever.retrieve(text, category=cat if self.setup.retrieval.use_categories else None)
+        memory = render_memory(retrieved)
+        facts = agent_fields(self.spec, doc)
+        return ProblemFields(
+            id=self.spec.problem_id(doc), prompt=self.spec.prompt(doc), memory=memory + "\n\n" if memory else "",
+            category=cat.category, subcategory=cat.subcategory,
+            retrieved=tuple(RetrievedRef(r.entry.id, r.score) for r in retrieved),
+            abstained=retriever is not None and not retrieved,
+            domain=facts[F.DOMAIN], visible_test=facts[F.VISIBLE_TEST], setup_code=facts[F.SETUP_CODE],
+        ).to_doc()
+
+    def __call__(self, dataset):
+        key = getattr(dataset, "_fingerprint", None)
+        if key is not None and key in self._done:
+            return self._done[key]
+        processed = datasets.Dataset.from_list([{**doc, **self.fields(doc)} for doc in dataset])
+        if key is not None:
+            self._done[key] = processed
+        return processed
+
+
+class ProcessResults:
+    """The ``process_results`` hook: score with the project's verifiers (an agent transcript
+    by its final answer) and count the turns."""
+
+    def __init__(self, spec: BenchmarkSpec, sandbox: SandboxConfig | None = None):
+        self.spec = spec
+        self.sandbox = sandbox
+
+    def __call__(self, doc: dict, results: list[str]) -> dict[str, float]:
+        response = results[0] if results else ""
+        verdict = score_response(self.spec, doc, response, sandbox=self.sandbox)
+        episode = decode_transcript(response)
+        turns = 1 if episode is None else episode.turns
+        record = None if episode is None else {
+            "turns": turns, "stopped": episode.stopped, "blocks_run": episode.n_blocks,
+            "protocol_version": episode.data.get("protocol_version")}
+        doc.update(ScoreFields(verdict.status, verdict.extracted, verdict.detail, turns, record).to_doc())
+        return {
+            "acc": float(verdict.passed),
+            "no_answer": float(verdict.status == "no_answer"),
+            "memory_injected": float(bool(doc.get(F.MEMORY))),
+            "turns": float(turns),
+        }
+
+
+def task_config(benchmark: str, *, data_dir: str | None, setup: MemorySetup | None,
+                max_gen_toks: int | None = None, sandbox: SandboxConfig | None = None) -> dict[str, Any]:
+    """An lm-eval task config dict (pass it to ``simple_evaluate(tasks=[...])``)."""
+    spec = get_spec(benchmark)
+    return {
+        "task": task_name(benchmark, setup is not None),
+        **spec.dataset_fields(data_dir),
+        "output_type": "generate_until",
+        "process_docs": ProcessDocs(spec, setup),
+        "doc_to_text": PROMPT_TEMPLATE,
+        "doc_to_target": "{{" + F.ID + "}}",
+        "process_results": ProcessResults(spec, sandbox),
+        "metric_list": metric_list(),
+        "generation_kwargs": {"until": [], "max_gen_toks": max_gen_toks or spec.max_gen_toks,
+                              "do_sample": False, "temperature": 0.0},
+        "num_fewshot": 0,
+        "repeats": 1,
+        "metadata": {"version": 1.0},
+    }
+
+
+def metric_list() -> list[dict[str, Any]]:
+    return [{"metric": m, "aggregation": "mean", "higher_is_better": m == "acc"} for m in METRICS]
+
+
+# ---- hooks for the YAML files in tasks/ (lm_eval --include_path tasks) ----------------
+
+ENV_BANK, ENV_TARGET, ENV_TOP_K = "MEMCOLLAB_BANK", "MEMCOLLAB_TARGET", "MEMCOLLAB_TOP_K"
+
+
+@lru_cache(maxsize=None)
+def _setup_from_env() -> MemorySetup:
+    bank_dir, target = os.environ.get(ENV_BANK), os.environ.get(ENV_TARGET)
+    if not bank_dir or not target:
+        raise RuntimeError(
+            f"the *_memcollab tasks need {ENV_BANK}=<bank directory> and {ENV_TARGET}=<target identity> "
+            "in the environment when run through lm_eval --include_path tasks"
+        )
+    retrieval = RetrievalConfig(top_k=int(os.environ.get(ENV_TOP_K, "3")))
+    return MemorySetup(load_bank(bank_dir), retrieval, target)
+
+
+class EnvProcessDocs(ProcessDocs):
+    """``process_docs`` for the YAML tasks: the memory setup comes from the environment."""
+
+    def __init__(self, benchmark: str, with_memory: bool):
+        super().__init__(get_spec(benchmark), None)
+        self.with_memory = with_memory
+
+    def __call__(self, dataset):
+        if self.with_memory and self.setup is None:
+            self.setup = _setup_from_env()
+        return super().__call__(dataset)
