@@ -14,11 +14,14 @@ import pytest
 
 
 def sandbox_uid_processes(pool) -> set[int]:
-    """PIDs on the host owned by the pool's sandbox uids (per-slot uids when run as root)."""
+    """PIDs on the host owned by the pool's sandbox uids (per-slot uids when run as root) and
+    descended from this pool's slots: other pools on the machine may use the same uids."""
     uids = {str(s.plan.drops_to_uid) for s in pool._slots if s.plan.drops_to_uid is not None}
     if not uids:
         pytest.skip("per-slot sandbox uids exist only when the host runs as root")
-    pids = set()
+    roots = {s.proc.pid for s in pool._slots if s.proc is not None}
+    parents: dict[int, int] = {}
+    owned = set()
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -26,10 +29,38 @@ def sandbox_uid_processes(pool) -> set[int]:
             status = (entry / "status").read_text()
         except OSError:
             continue
-        uid_line = next(line for line in status.splitlines() if line.startswith("Uid:"))
-        if uid_line.split()[1] in uids:
-            pids.add(int(entry.name))
-    return pids
+        fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+        parents[int(entry.name)] = int(fields.get("PPid", "0").strip() or 0)
+        if fields.get("Uid", "").split()[:1] and fields["Uid"].split()[0] in uids:
+            owned.add(int(entry.name))
+
+    def in_pool(pid: int) -> bool:
+        for _ in range(64):
+            if pid in roots:
+                return True
+            pid = parents.get(pid, 0)
+            if pid <= 1:
+                return False
+        return False
+
+    return {pid for pid in owned if in_pool(pid)}
+
+
+def resting_processes(pool) -> set[int]:
+    """The sandbox uids' processes with every slot at rest. A slot at rest also holds the
+    candidate and test processes forked for its next program, so first run one program
+    on each slot (slots are taken in turn), then count."""
+    for _ in pool._slots:
+        assert_pool_healthy(pool)
+    time.sleep(0.3)
+    return sandbox_uid_processes(pool)
+
+
+def assert_no_process_left(pool, before: set[int]) -> None:
+    """As many processes as at rest: the waiting pairs are new, nothing else may be."""
+    time.sleep(0.5)
+    after = sandbox_uid_processes(pool)
+    assert len(after) <= len(before), f"{len(after) - len(before)} more processes: {sorted(after - before)}"
 
 
 def assert_pool_healthy(pool) -> None:
@@ -79,7 +110,7 @@ def test_memory_bomb_is_contained(sandbox):
 
 
 def test_fork_bomb_is_bounded_and_leaves_no_process(sandbox):
-    before = sandbox_uid_processes(sandbox)
+    before = resting_processes(sandbox)
     program = (
         "import os, time\n"
         "made = 0\n"
@@ -97,12 +128,11 @@ def test_fork_bomb_is_bounded_and_leaves_no_process(sandbox):
     )
     verdict = sandbox.run(program, "", timeout=10.0)
     assert verdict.status == "pass", verdict.detail
-    time.sleep(0.5)
-    assert sandbox_uid_processes(sandbox) <= before
+    assert_no_process_left(sandbox, before)
 
 
 def test_grandchildren_do_not_outlive_the_test(sandbox):
-    before = sandbox_uid_processes(sandbox)
+    before = resting_processes(sandbox)
     program = (
         "import os, time\n"
         "if os.fork() == 0:\n"
@@ -116,8 +146,7 @@ def test_grandchildren_do_not_outlive_the_test(sandbox):
     )
     verdict = sandbox.run(program, "pass\n")
     assert verdict.status == "pass", verdict.detail
-    time.sleep(0.5)
-    assert sandbox_uid_processes(sandbox) <= before
+    assert_no_process_left(sandbox, before)
 
 
 def test_files_outside_the_work_dir_are_untouched(sandbox, tmp_path):

@@ -193,6 +193,13 @@ class _Slot:
     def run(self, request: dict, host_deadline: float) -> dict:
         """Send one request; on a dead or hung worker, restart it and say what happened."""
         assert self.proc is not None and self.proc.stdin is not None
+        if self.proc.poll() is not None:
+            # bubblewrap is gone: what is left of its sandbox is being torn down and must not
+            # answer (its test and candidate processes are forked ahead and could).
+            err = self._stop()
+            self.start()
+            return {"id": request["id"], "status": "error", "detail": f"worker exited; restarted. {err[-500:]}",
+                    "seconds": 0.0}
         try:
             self.proc.stdin.write((json.dumps(request) + "\n").encode())
             response = self._read_line(deadline=host_deadline)

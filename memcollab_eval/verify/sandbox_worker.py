@@ -21,6 +21,10 @@ frames to the secret). So each program gets
   benchmark's support code, calls the candidate through a plain-data channel
   (``call_channel``) and alone holds the result pipe and the nonce.
 
+Both are forked and confined as soon as the previous program is done (``_Pair``), so a
+request finds them waiting; a request with other limits (a different timeout) discards
+the waiting pair and forks a fresh one.
+
 Both are confined the same way (``sandbox_confine.confine``). Under bubblewrap the
 zygote is PID 1 of the sandbox's PID namespace (``--as-pid-1``): no process in the
 sandbox can signal it, it reaps orphans, and the worker's ``kill(-1)`` after each
@@ -50,14 +54,22 @@ import call_channel  # noqa: E402
 import sandbox_candidate  # noqa: E402
 import sandbox_tests  # noqa: E402
 from sandbox_confine import (  # noqa: E402
-    LIBC, PR_SET_DUMPABLE, PR_SET_NO_NEW_PRIVS, WORKER_DENY, child_deny, confine, landlock_abi,
-    landlock_restrict_writes, load_bpf, seccomp_bpf,
+    LIBC,
+    PR_SET_DUMPABLE,
+    PR_SET_NO_NEW_PRIVS,
+    WORKER_DENY,
+    child_deny,
+    confine,
+    landlock_abi,
+    landlock_restrict_writes,
+    load_bpf,
+    seccomp_bpf,
 )
 
 OK_TAG = b"MEMCOLLAB-TESTS-COMPLETED:"
 EX_TAG = b"MEMCOLLAB-EXCEPTION:"
 CHILD_STATUS_AFTER_SUCCESS = 0
-CHANNEL_FD, RESULT_FD = 3, 4
+CHANNEL_FD, RESULT_FD, REQUEST_FD = 3, 4, 5
 LIMIT_KEYS = ("memory_mb", "timeout", "max_file_bytes", "max_procs")
 
 
@@ -116,13 +128,22 @@ def _candidate(ctl: int, out_w: int, work_dir: str, limits: dict, layers: dict, 
 # ------------------------------------------------------------ the test process
 
 
-def _test_process(req: dict, work_dir: str, ctl: int, out_w: int, res_w: int, layers: dict, child_bpf: bytes | None) -> NoReturn:
-    """In the forked test process: confine, run the tests against the candidate, report."""
+def _test_process(limits: dict, req_r: int, work_dir: str, ctl: int, out_w: int, res_w: int, layers: dict,
+                  child_bpf: bytes | None) -> NoReturn:
+    """In the forked test process: confine, wait for the request, run its tests against
+    the candidate, report."""
     try:
-        confine(work_dir, {ctl: CHANNEL_FD, res_w: RESULT_FD}, out_w, req, layers, child_bpf)
+        confine(work_dir, {ctl: CHANNEL_FD, res_w: RESULT_FD, req_r: REQUEST_FD}, out_w, limits, layers, child_bpf)
     except BaseException as exc:
         os.write(res_w, EX_TAG + f"sandbox setup failed: {exc!r}".encode())
         os._exit(70)
+    data = bytearray()
+    while chunk := os.read(REQUEST_FD, 1 << 20):
+        data += chunk
+    if not data:  # the worker discarded this pair
+        os._exit(0)
+    req = json.loads(data)
+    del data
     try:
         sandbox_tests.run_tests(CHANNEL_FD, req["program"], req["test"], req.get("support") or "", req.get("entry_point"))
     except sandbox_tests.SandboxSetupFailed as exc:
@@ -178,35 +199,62 @@ def _reap_all() -> None:
             return
 
 
-def execute(req: dict, slot_dir: str, zygote_sock: socket.socket, layers: dict, child_bpf: bytes | None,
-            in_pid_namespace: bool) -> dict:
-    """Run one request (a candidate and a test process) and turn what happened into a response."""
-    run_dir = os.path.join(slot_dir, "run")
-    shutil.rmtree(run_dir, ignore_errors=True)
-    os.mkdir(run_dir, 0o700)
-    for sub in ("c", "t"):
-        os.mkdir(os.path.join(run_dir, sub), 0o700)
-    start = time.monotonic()
-    zygote_sock.sendall(json.dumps({k: req[k] for k in LIMIT_KEYS}).encode())
-    msg, fds, _, _ = socket.recv_fds(zygote_sock, 1024, 2)
-    if len(fds) != 2:  # the zygote is gone: exit, so the host restarts this slot as a whole
-        os._exit(75)
-    candidate_pid = int(json.loads(msg)["pid"])
-    ctl, cand_out = fds
-    test_out, test_out_w = os.pipe()
-    res_r, res_w = os.pipe()
-    child = os.fork()
-    if child == 0:
-        for fd in (test_out, res_r, cand_out):
+class _Pair:
+    """A candidate and a test process, forked and confined before their request arrives,
+    so that work is off the request's critical path. They wait: the candidate for the
+    program on its channel, the test process for the request on its pipe."""
+
+    def __init__(self, limits: dict, slot_dir: str, zygote_sock: socket.socket, layers: dict,
+                 child_bpf: bytes | None) -> None:
+        self.limits = limits
+        self.run_dir = os.path.join(slot_dir, "run")
+        shutil.rmtree(self.run_dir, ignore_errors=True)
+        os.mkdir(self.run_dir, 0o700)
+        for sub in ("c", "t"):
+            os.mkdir(os.path.join(self.run_dir, sub), 0o700)
+        zygote_sock.sendall(json.dumps(limits).encode())
+        msg, fds, _, _ = socket.recv_fds(zygote_sock, 1024, 2)
+        if len(fds) != 2:  # the zygote is gone: exit, so the host restarts this slot as a whole
+            os._exit(75)
+        self.candidate_pid = int(json.loads(msg)["pid"])
+        ctl, self.cand_out = fds
+        self.test_out, test_out_w = os.pipe()
+        self.res_r, res_w = os.pipe()
+        req_r, self.req_w = os.pipe()
+        self.test_pid = os.fork()
+        if self.test_pid == 0:
+            for fd in (self.test_out, self.res_r, self.cand_out, self.req_w):
+                os.close(fd)
+            _test_process(limits, req_r, os.path.join(self.run_dir, "t"), ctl, test_out_w, res_w, layers, child_bpf)
+        for fd in (ctl, test_out_w, res_w, req_r):
             os.close(fd)
-        _test_process(req, os.path.join(run_dir, "t"), ctl, test_out_w, res_w, layers, child_bpf)
-    for fd in (ctl, test_out_w, res_w):
-        os.close(fd)
-    pidfd = os.pidfd_open(child)
+        self.pidfd = os.pidfd_open(self.test_pid)
+
+    def close(self, in_pid_namespace: bool) -> int:
+        """Kill both processes (and every orphan), reap the test process: its wait status."""
+        _kill_everything([self.test_pid, self.candidate_pid], in_pid_namespace)
+        _, wstatus = os.waitpid(self.test_pid, 0)
+        for fd in (self.pidfd, self.cand_out, self.test_out, self.res_r):
+            os.close(fd)
+        if self.req_w >= 0:
+            os.close(self.req_w)
+        _reap_all()
+        return wstatus
+
+
+def execute(req: dict, pair: _Pair, in_pid_namespace: bool) -> dict:
+    """Run one request on a prepared pair and turn what happened into a response."""
+    start = time.monotonic()
+    try:
+        _write_all(pair.req_w, json.dumps(req).encode())
+    except OSError:  # the test process is gone (its setup failed): its result pipe says why
+        pass
+    os.close(pair.req_w)
+    pair.req_w = -1
     deadline = start + float(req["timeout"])
     cap = int(req["output_cap"])
-    outputs = {cand_out: bytearray(), test_out: bytearray()}
-    open_fds = [cand_out, test_out]
+    outputs = {pair.cand_out: bytearray(), pair.test_out: bytearray()}
+    open_fds = [pair.cand_out, pair.test_out]
     for fd in open_fds:
         os.set_blocking(fd, False)
     total = 0
@@ -216,7 +264,7 @@ def execute(req: dict, slot_dir: str, zygote_sock: socket.socket, layers: dict, 
         if remaining <= 0:
             ended = "timeout"
             break
-        ready, _, _ = select.select([pidfd, *open_fds], [], [], remaining)
+        ready, _, _ = select.select([pair.pidfd, *open_fds], [], [], remaining)
         for fd in open_fds[:]:
             if fd not in ready:
                 continue
@@ -231,22 +279,23 @@ def execute(req: dict, slot_dir: str, zygote_sock: socket.socket, layers: dict, 
         if total > cap:
             ended = "output"
             break
-        if pidfd in ready:
+        if pair.pidfd in ready:
             break
-    _kill_everything([child, candidate_pid], in_pid_namespace)
-    _, wstatus = os.waitpid(child, 0)
+    _kill_everything([pair.test_pid, pair.candidate_pid], in_pid_namespace)
     seconds = time.monotonic() - start
-    os.close(pidfd)
-    result = _drain(res_r, 16384)
-    for fd in (cand_out, test_out):
-        tail = _drain(fd, 16384 - len(outputs[fd]))
-        outputs[fd] += tail
-        os.close(fd)
-    os.close(res_r)
-    _reap_all()
-    shutil.rmtree(run_dir, ignore_errors=True)
-    output = bytes(outputs[cand_out] + outputs[test_out])
+    result = _drain(pair.res_r, 16384)
+    for fd in (pair.cand_out, pair.test_out):
+        outputs[fd] += _drain(fd, 16384 - len(outputs[fd]))
+    output = bytes(outputs[pair.cand_out] + outputs[pair.test_out])
+    wstatus = pair.close(in_pid_namespace)
+    shutil.rmtree(pair.run_dir, ignore_errors=True)
     return _judge(req, ended, wstatus, result, output, total, seconds)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
 
 
 def _read_some(fd: int) -> bytes | None:
@@ -342,14 +391,24 @@ def serve_requests(slot_dir: str, layers: dict, zygote_sock: socket.socket, chil
         os.dup2(devnull, fd)
     proto_out.write(json.dumps({"hello": True, "layers": layers}) + "\n")
     proto_out.flush()
+    pair: _Pair | None = None
     for line in proto_in:
         req = json.loads(line)
+        limits = {k: req[k] for k in LIMIT_KEYS}
         try:
-            response = execute(req, slot_dir, zygote_sock, layers, child_bpf, in_pid_namespace)
+            if pair is not None and pair.limits != limits:  # prepared for other limits: start afresh
+                pair.close(in_pid_namespace)
+                pair = None
+            current, pair = pair or _Pair(limits, slot_dir, zygote_sock, layers, child_bpf), None
+            response = execute(req, current, in_pid_namespace)
         except Exception as exc:  # a worker bug must not look like a test result
             response = {"id": req.get("id"), "status": "error", "detail": f"worker error: {exc!r}", "seconds": 0.0}
         proto_out.write(json.dumps(response) + "\n")
         proto_out.flush()
+        try:  # the next program's processes, while the host reads this answer
+            pair = _Pair(limits, slot_dir, zygote_sock, layers, child_bpf)
+        except Exception:
+            pair = None
 
 
 def main() -> None:
