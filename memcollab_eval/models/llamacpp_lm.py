@@ -203,6 +203,8 @@ class LlamaCppLM(LlamaCppScoring, TemplateLM):
         limit = int(llama_cpp.llama_max_parallel_sequences())
         if self.n_parallel > limit:
             raise ValueError(f"n_parallel={self.n_parallel} exceeds llama.cpp's limit of {limit} sequences")
+        if self.n_parallel > n_batch:  # every generating sequence puts one token into each batch
+            raise ValueError(f"n_parallel={self.n_parallel} must not exceed n_batch={n_batch}")
         estimate = estimate_cache(KVShape.from_llama(self._llm), self.n_parallel, self.n_ctx, n_ubatch=n_batch)
         check_cache_fits(estimate, available_memory_bytes(), model_name=self.model_path.name)
         return BatchedDecoder(self._llm, self.n_parallel, self.n_ctx, n_batch)
