@@ -42,11 +42,17 @@ read -ra EVAL_SET <<< "${EVAL_SET:-$DEFAULT_SET}"
 short() { [[ $1 == "$SMALL" ]] && echo 05b || echo 15b; }
 other() { [[ $1 == "$SMALL" ]] && echo "$BIG" || echo "$SMALL"; }
 
+# The committed repro_* banks were built before evidence gating: these overrides rebuild them as
+# they were (conf/build.yaml now turns the evidence gates on for new banks).
+LEGACY_GATES=(distill_prompt_version=v2 distill_samples=1 gates.difference_lint=false gates.resolve=false
+              gates.validate=false gates.validate_unit=category gates.validate_per_category=3)
+
 build() {  # build NAME WORK_DIR ARGS...: one bank, resumable
   local name=$1 work=$2
   shift 2
   echo "== bank $name"
-  "$PY" -m memcollab_eval.build pool=repro "work_dir=$work" "bank.name=$name" "bank.out_dir=$PKG_BANKS/$name" "$@"
+  "$PY" -m memcollab_eval.build pool=repro "work_dir=$work" "bank.name=$name" "bank.out_dir=$PKG_BANKS/$name" \
+    "${LEGACY_GATES[@]}" "$@"
 }
 
 banks() {

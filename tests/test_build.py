@@ -181,7 +181,12 @@ def write_doubles(tmp: Path, delay: float = 0.0) -> dict[str, str]:
 def build_cmd(paths: dict[str, str], work: Path, out: Path) -> list[str]:
     return [sys.executable, "-m", "memcollab_eval.build", f"sources=[{paths['strong']},{paths['weak']}]",
             f"summarizer={paths['summarizer']}", "pool=tiny", "bank.name=tiny_test", f"work_dir={work}",
-            f"bank.out_dir={out}", f"data_dir={data_dir()}", "batch_size=1"]
+            f"bank.out_dir={out}", f"data_dir={data_dir()}", "batch_size=1", *LEGACY_GATES]
+
+
+# the gates of banks built before evidence gating (conf/build.yaml turns the evidence gates on)
+LEGACY_GATES = ["distill_prompt_version=v2", "distill_samples=1", "gates.difference_lint=false", "gates.resolve=false",
+                "gates.validate=false", "gates.validate_unit=category", "gates.validate_per_category=3"]
 
 
 @pytest.fixture(scope="module")
@@ -244,7 +249,7 @@ def test_self_memory_build_reuses_a_greedy_work_directory_and_self_contrast_is_r
     (work / "trajectories.jsonl").write_text("".join(json.dumps(t) + "\n" for t in trajs))
     before = (work / "trajectories.jsonl").read_bytes()
     own = [f"sources=[{paths['strong']}]", f"summarizer={paths['summarizer']}", "pool=tiny", f"work_dir={work}",
-           f"data_dir={data_dir()}", "batch_size=1"]
+           f"data_dir={data_dir()}", "batch_size=1", *LEGACY_GATES]
     proc = subprocess.run([sys.executable, "-m", "memcollab_eval.build", *own, "method=self",
                            "bank.name=self_test", f"bank.out_dir={tmp_path / 'self'}"],
                           capture_output=True, text=True, timeout=300, cwd=tmp_path)
@@ -380,3 +385,137 @@ def test_heldout_validation_drops_categories_whose_memory_hurts(built, tmp_path)
         assert sum(g["problems"] for g in groups.values()) > 0
         if expect_kept == 0:
             assert all(g["broken"] > 0 and not g["kept"] for g in groups.values() if g["problems"])
+
+
+# ---- issue 17: parsing variants, the DIFFERENCE lint and the evidence gates ----------------
+
+@pytest.mark.parametrize(
+    "reply, expected",
+    [
+        ("enforce checking units before adding. avoid mixing minutes and hours", [("checking units before adding",
+                                                                                 "mixing minutes and hours")]),
+        ("Enforce: reading what is asked; Avoid: answering another quantity", [("reading what is asked",
+                                                                               "answering another quantity")]),
+        ("enforce testing the empty case - avoid assuming a non-empty list", [("testing the empty case",
+                                                                              "assuming a non-empty list")]),
+        ("enforce a; avoid b; avoid c", []),
+    ],
+)
+def test_parse_lessons_accepts_harmless_variants(reply, expected):
+    assert [(x.enforce, x.avoid) for x in parse_lessons(reply)] == expected
+
+
+def test_the_difference_line_is_kept_and_the_lesson_must_be_about_it():
+    from memcollab_eval.construct.entry_lint import about_difference
+
+    reply = ("DIFFERENCE: the unpreferred loop stopped one element early; the preferred one reached the end\n"
+             "enforce running the loop bounds through the last element; avoid ranges that stop early")
+    lesson = parse_lessons(reply)[0]
+    assert lesson.difference.startswith("the unpreferred loop stopped")
+    assert about_difference(lesson.enforce, lesson.avoid, lesson.difference).ok
+    off = about_difference("re-reading what the question asks", "answering a different quantity", lesson.difference)
+    assert (off.ok, off.reason) == (False, "not_about_difference")
+    assert about_difference("x things", "y things", "none").reason == "no_difference"
+
+
+def _copy_pool(built_tmp: Path, work: Path) -> None:
+    work.mkdir()
+    for f in ("pool.jsonl", "pool.meta.json", "pool.excluded.json"):
+        if (built_tmp / "work" / f).exists():
+            (work / f).write_bytes((built_tmp / "work" / f).read_bytes())
+
+
+def _pool(built_tmp: Path):
+    from memcollab_eval.construct.pools import PoolProblem
+
+    return [PoolProblem.from_dict(json.loads(x)) for x in (built_tmp / "work" / "pool.jsonl").read_text().splitlines()]
+
+
+def _memory_only_double(tmp: Path, name: str, problems) -> str:
+    """A double that answers a problem right only when memory precedes its prompt (the memory block
+    and the prompt are joined by a blank line), and wrong otherwise."""
+    from memcollab_eval.adapters import get_spec
+
+    rules = [["\n\n" + get_spec(p.benchmark).prompt(p.doc), answer]
+             for p, (_, answer) in zip(problems, oracle_rules(problems), strict=True)]
+    (tmp / f"{name}_rules.json").write_text(json.dumps(rules))
+    path = tmp / f"{name}.yaml"
+    path.write_text(json.dumps({"identity": f"{name}_model", "model": "memcollab_scripted",
+                                "model_args": {"rules": str(tmp / f"{name}_rules.json"),
+                                               "default": "The answer is $\\boxed{-7}$."}}))
+    return str(path)
+
+
+def _legacy_without(*keys: str) -> list[str]:
+    return [a for a in LEGACY_GATES if a.split("=")[0] not in keys]
+
+
+def test_resolve_gate_admits_only_lessons_that_fix_their_own_problem(built, tmp_path):
+    """The unpreferred model re-solves the lesson's source problem with the lesson in its prompt:
+    a learner that succeeds with memory gets every lesson admitted, with the evidence in the
+    bank; the weak double, which never succeeds, gets none."""
+    from memcollab_eval.bank.store import load_bank
+
+    tmp, paths = built
+    learner = _memory_only_double(tmp_path, "learner", _pool(tmp))
+    runs = {}
+    for name, source in (("learner", learner), ("weak", paths["weak"])):
+        work, out = tmp_path / f"work-{name}", tmp_path / f"bank-{name}"
+        _copy_pool(tmp, work)
+        cmd = build_cmd({**paths, "weak": source}, work, out)[:-len(LEGACY_GATES)] + \
+            _legacy_without("gates.resolve") + ["gates.resolve=true"]
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        runs[name] = load_bank(out)
+    admitted = runs["learner"]
+    report = admitted.manifest.config["stats"]["evidence"]["resolve"]
+    assert len(admitted.entries) > 0 and report["tried"] == report["admitted"] == len(admitted.entries)
+    for e in admitted.entries:
+        assert e.evidence["resolve"]["model"] == "learner_model" and e.evidence["resolve"]["passed"] == 1
+        assert e.evidence["resolve"]["problem_id"] == e.source_problem_id
+    refused = runs["weak"]
+    stats = refused.manifest.config["stats"]
+    assert len(refused.entries) == 0 and stats["rejected"]["failed_resolve"] == stats["evidence"]["resolve"]["tried"] > 0
+
+
+def test_heldout_validation_per_lesson_records_fixed_and_broken_problems(built, tmp_path):
+    """Per lesson: a target that is right only with memory is fixed on every held-out problem
+    (admitted, the problem ids in its evidence); a target that memory breaks is refused."""
+    from memcollab_eval.bank.store import load_bank
+    from memcollab_eval.construct import validate
+    from memcollab_eval.retrieve import MEMORY_HEADER
+
+    tmp, paths = built
+    bank = load_bank(tmp / "bank")
+    heldout = validate.heldout_problems({"math_train": 2, "gsm8k_train": 2, "mbpp_train": 2}, _pool(tmp),
+                                        str(data_dir()), 1234, {e.category for e in bank.entries}, 2)
+    problems = [p for ps in heldout.values() for p in ps]
+    helped = _memory_only_double(tmp_path, "helped", problems)
+    fragile_rules = [[MEMORY_HEADER, "The answer is $\\boxed{-7}$."]] + oracle_rules(problems)
+    (tmp_path / "fragile_rules.json").write_text(json.dumps(fragile_rules))
+    fragile = tmp_path / "fragile.yaml"
+    fragile.write_text(json.dumps({"identity": "fragile", "model": "memcollab_scripted",
+                                   "model_args": {"rules": str(tmp_path / "fragile_rules.json")}}))
+    for target, expect_all in ((helped, True), (str(fragile), False)):
+        work, out = tmp_path / f"work-{Path(target).stem}", tmp_path / f"bank-{Path(target).stem}"
+        _copy_pool(tmp, work)
+        for f in ("trajectories.jsonl", "trajectories.meta.json", "verdicts.jsonl", "distill.jsonl"):
+            if (tmp / "work" / f).exists():
+                (work / f).write_bytes((tmp / "work" / f).read_bytes())
+        cmd = build_cmd(paths, work, out)[:-len(LEGACY_GATES)] + \
+            _legacy_without("gates.validate", "gates.validate_unit", "gates.validate_per_category") + \
+            ["gates.validate=true", "gates.validate_unit=lesson", "gates.validate_per_category=2",
+             f"gates.validate_target={target}"]
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        result = load_bank(out)
+        report = result.manifest.config["stats"]["evidence"]["heldout"]
+        assert report["tried"] == len(bank.entries) and sum(report["problems_per_category"].values()) > 0
+        if expect_all:
+            assert len(result.entries) == len(bank.entries)
+            for e in result.entries:
+                held = e.evidence["heldout"]
+                assert held["fixed"] == held["problems"] and held["broken"] == [] and held["problems"]
+        else:
+            assert len(result.entries) == 0
+            assert result.manifest.config["stats"]["rejected"]["failed_heldout"] == len(bank.entries)

@@ -50,13 +50,24 @@ class MemoryEntry:
     source_problem_id: str
     summarizer: str = ""
     created_at: str = ""
+    # Written only when set, so banks built before these fields existed keep their bytes:
+    difference: str = ""  # the summarizer's DIFFERENCE line for the pair the lesson came from
+    # why the lesson was admitted: {"resolve": {...}, "heldout": {...}} (see construct/evidence.py)
+    evidence: dict | None = field(default=None, compare=False, hash=False)
 
     def render(self) -> str:
         """The text shown to a model: ``enforce <invariant>; avoid <violation>``."""
         return f"enforce {self.enforce}; avoid {self.avoid}"
 
-    def to_dict(self) -> dict[str, str]:
-        return asdict(self)
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        for name in _WRITTEN_WHEN_SET:
+            if out[name] in ("", None):
+                del out[name]
+        return out
+
+
+_WRITTEN_WHEN_SET = ("difference", "evidence")
 
 
 @dataclass(frozen=True)
@@ -125,13 +136,18 @@ def entry_from_dict(obj: Any, *, where: str = "entry") -> MemoryEntry:
     unknown = sorted(set(obj) - set(_ENTRY_FIELDS))
     if unknown:
         raise BankError(f"{where}: unknown field {unknown[0]!r} (allowed: {', '.join(_ENTRY_FIELDS)})")
-    values: dict[str, str] = {}
+    values: dict[str, Any] = {}
     for name, f in _ENTRY_FIELDS.items():
         if name not in obj:
-            if f.default is not MISSING:  # optional field (summarizer, created_at)
+            if f.default is not MISSING:  # optional field (summarizer, created_at, difference, evidence)
                 continue
             raise BankError(f"{where}: missing field {name!r}")
         value = obj[name]
+        if name == "evidence":
+            if value is not None and not isinstance(value, Mapping):
+                raise BankError(f"{where}: field 'evidence' must be an object, got {_type_name(value)}")
+            values[name] = None if value is None else dict(value)
+            continue
         if not isinstance(value, str):
             raise BankError(f"{where}: field {name!r} must be a string, got {_type_name(value)}")
         if name in _ENTRY_REQUIRED_NONEMPTY and not value.strip():

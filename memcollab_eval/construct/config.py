@@ -11,6 +11,7 @@ from omegaconf import MISSING
 
 from memcollab_eval.agent.protocol import AgentConfig
 from memcollab_eval.config import AgentConfigNode, SandboxConfigNode, protocol_problems, runtime_problems, to_runtime
+from memcollab_eval.construct.distill import PROMPT_VERSIONS
 from memcollab_eval.verify import SandboxConfig
 
 METHOD_KINDS = ("memcollab", "self", "self_contrast")
@@ -39,13 +40,26 @@ class MethodConf:
 
 @dataclass
 class GatesConf:
+    """Which gates a lesson passes before it enters the bank. The dataclass defaults are the
+    gates of the banks built before evidence gating (so their build commands still rebuild them);
+    conf/build.yaml turns the evidence gates on for new banks."""
+
     lint: bool = True  # the abstraction gate (numbers, names, identifiers, answers)
     near_duplicate_threshold: float = 0.9
-    # held-out validation: try each category's entries on a few unseen training problems with
-    # the target, with and without them, and drop a category whose entries break more than they fix
+    difference_lint: bool = False  # the lesson must be about the step its DIFFERENCE line names
+    # re-solve: the unpreferred model, given the lesson, must pass the lesson's own source problem
+    resolve: bool = False
+    resolve_samples: int = 1  # the first greedy, the others sampled (temperature 0.7, seeded)
+    resolve_min_pass: int = 1  # of resolve_samples
+    # held-out validation: the target tries unseen training problems of the lesson's category with and
+    # without the lesson (unit=lesson) or the category's lessons together (unit=category, the old gate)
     validate: bool = False
     validate_target: Optional[str] = None  # a target config name; default: the weakest source (last)
     validate_per_category: int = 3
+    validate_unit: str = "category"  # lesson | category
+    # lesson unit: admitted when fixed - broken >= validate_min_net and broken <= validate_max_broken
+    validate_min_net: int = 1
+    validate_max_broken: int = 1
 
 
 @dataclass
@@ -73,6 +87,9 @@ class BuildConf:
     batch_size: int = 4
     max_gen_toks: Optional[int] = None  # trajectories; null = per-benchmark default
     distill_max_gen_toks: int = 160
+    distill_prompt_version: str = "v2"  # v3 for new banks (conf/build.yaml)
+    distill_samples: int = 1  # candidate replies per pair: the first greedy, the others sampled
+    distill_temperature: float = 0.7
 
     def sandbox_config(self) -> SandboxConfig:
         return to_runtime(self.sandbox)
@@ -84,13 +101,20 @@ class BuildConf:
         return {"math_train": self.pool.math_train, "gsm8k_train": self.pool.gsm8k_train,
                 "mbpp_train": self.pool.mbpp_train}
 
-    def gen_kwargs(self, default_max: int, *, seed: int) -> dict[str, Any]:
-        sample = self.method.temperature > 0
+    def gen_kwargs(self, default_max: int, *, seed: int, temperature: float | None = None) -> dict[str, Any]:
+        """Generation settings: the method's temperature unless ``temperature`` is given (the
+        extra distillation and re-solve samples); a seed whenever sampling."""
+        temperature = self.method.temperature if temperature is None else temperature
+        sample = temperature > 0
         kwargs: dict[str, Any] = {"until": [], "max_gen_toks": self.max_gen_toks or default_max, "do_sample": sample,
-                                  "temperature": self.method.temperature}
+                                  "temperature": temperature}
         if sample:
             kwargs["seed"] = seed
         return kwargs
+
+    def keeps_difference(self) -> bool:
+        """Entries carry their DIFFERENCE line from prompt v3 on (older banks' bytes stay as built)."""
+        return self.distill_prompt_version not in ("v1", "v2")
 
     def validation_target(self) -> str:
         return self.gates.validate_target or self.sources[-1]
@@ -114,6 +138,16 @@ class BuildConf:
             errors.append("self_contrast needs method.samples >= 2 and method.temperature > 0")
         errors.extend(protocol_problems(self.protocol))
         errors.extend(runtime_problems(sandbox=self.sandbox, agent=self.agent))
+        if self.distill_prompt_version not in PROMPT_VERSIONS:
+            errors.append(f"distill_prompt_version {self.distill_prompt_version!r} is not one of {list(PROMPT_VERSIONS)}")
+        if self.distill_samples < 1 or self.gates.resolve_samples < 1:
+            errors.append("distill_samples and gates.resolve_samples must be >= 1")
+        if not 1 <= self.gates.resolve_min_pass <= self.gates.resolve_samples:
+            errors.append("gates.resolve_min_pass must lie between 1 and gates.resolve_samples")
+        if self.gates.validate_unit not in ("lesson", "category"):
+            errors.append(f"gates.validate_unit {self.gates.validate_unit!r} is not one of ['lesson', 'category']")
+        if self.gates.validate and self.gates.validate_per_category < 1:
+            errors.append("gates.validate_per_category must be >= 1")
         if len(set(self.sources)) != len(self.sources):
             errors.append(f"sources has duplicates: {self.sources}")
         if not self.data_dir:

@@ -1,10 +1,14 @@
 """Contrastive distillation: a summarizer model turns each (preferred, unpreferred) pair
 into "enforce <invariant>; avoid <violation>" lines.
 
-Prompts are versioned files under ``memcollab_eval/prompts``. Parsing is strict: only lines
-of the exact form count; a reply with none is retried once with a format reminder, then
-logged as malformed and skipped -- never silently kept. Every parsed lesson then goes
-through the abstraction gate (``entry_lint``).
+Prompts are versioned files under ``memcollab_eval/prompts`` (v1 and v2 showed example
+lessons, which a 1.5B summarizer copied; v3 shows only the form). Parsing accepts the
+harmless variants small models write ("enforce X. avoid Y", "Enforce: X; Avoid: Y",
+"enforce X - avoid Y") and nothing looser; a reply with no lesson is retried once with a
+format reminder, then logged as malformed and skipped -- never silently kept. The reply's
+DIFFERENCE line (where the unpreferred solution went wrong) is kept with each lesson, so the
+gates can check that the lesson is about that step. Every parsed lesson then goes through
+the abstraction gate (``entry_lint``) and, when enabled, the evidence gates (``evidence``).
 """
 
 from __future__ import annotations
@@ -13,24 +17,34 @@ import importlib.resources
 import re
 from dataclasses import dataclass
 
-PROMPT_VERSION = "v2"  # v1: small summarizers copied its example lessons verbatim
+PROMPT_VERSIONS = ("v1", "v2", "v3")
+PROMPT_VERSION = "v2"  # the version banks built before v3 record (their manifests say so)
+LATEST_PROMPT_VERSION = "v3"  # v1, v2: small summarizers copied their example lessons verbatim
 MAX_LESSONS = 2
 MAX_SOLUTION_CHARS = 2500
 
-_LESSON = re.compile(r"^\s*(?:[-*•]|\d+[.)])?\s*enforce\s+(?P<enforce>.+?)\s*;\s*avoid\s+(?P<avoid>.+?)\s*\.?\s*$",
-                     re.IGNORECASE)
+# "enforce X; avoid Y" and the variants small models write instead of the semicolon: a period,
+# a comma, or a dash before "avoid", and a colon after either keyword.
+_LESSON = re.compile(
+    r"^\s*(?:[-*•]|\d+[.)])?\s*enforce\s*:?\s+(?P<enforce>.+?)\s*(?:;|\.|,|\s[-–—])\s*avoid\s*:?\s+"
+    r"(?P<avoid>.+?)\s*\.?\s*$",
+    re.IGNORECASE)
+_DIFFERENCE = re.compile(r"^\s*(?:[-*]\s*)?(?:difference|key step)\s*:\s*(?P<text>.+?)\s*$", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
 class Lesson:
     enforce: str
     avoid: str
+    difference: str = ""  # the reply's DIFFERENCE line: the step the lesson should be about
 
 
-def prompt_template(kind: str) -> str:
+def prompt_template(kind: str, version: str = PROMPT_VERSION) -> str:
     """``contrast`` (preferred vs unpreferred), ``self`` (a success alone) or ``retry``."""
+    if version not in PROMPT_VERSIONS:
+        raise ValueError(f"unknown distillation prompt version {version!r}; valid: {list(PROMPT_VERSIONS)}")
     name = {"contrast": "distill_contrast", "self": "distill_self", "retry": "retry"}[kind]
-    return (importlib.resources.files("memcollab_eval") / "prompts" / f"{name}_{PROMPT_VERSION}.txt").read_text()
+    return (importlib.resources.files("memcollab_eval") / "prompts" / f"{name}_{version}.txt").read_text()
 
 
 def _clip(text: str) -> str:
@@ -39,28 +53,45 @@ def _clip(text: str) -> str:
 
 
 def distill_prompt(*, domain: str, problem: str, preferred: str, unpreferred: str | None,
-                   unpreferred_status: str = "fail") -> str:
+                   unpreferred_status: str = "fail", version: str = PROMPT_VERSION) -> str:
     if unpreferred is None:
-        return prompt_template("self").format(domain=domain, problem=problem.strip(), preferred=_clip(preferred))
-    return prompt_template("contrast").format(domain=domain, problem=problem.strip(), preferred=_clip(preferred),
-                                              unpreferred=_clip(unpreferred), unpreferred_status=unpreferred_status)
+        return prompt_template("self", version).format(domain=domain, problem=problem.strip(),
+                                                       preferred=_clip(preferred))
+    return prompt_template("contrast", version).format(
+        domain=domain, problem=problem.strip(), preferred=_clip(preferred), unpreferred=_clip(unpreferred),
+        unpreferred_status=unpreferred_status)
 
 
-def prompt_examples() -> list[str]:
-    """The example lessons shown in the prompts: a lesson that repeats one is not distilled."""
+def prompt_examples(version: str = PROMPT_VERSION) -> list[str]:
+    """The example lessons shown in the prompts: a lesson that repeats one is not distilled.
+    v3 shows none, so its lessons are checked against every earlier version's examples (a
+    summarizer may still know them); v1 and v2 builds check their own, as they were built."""
     lines = []
-    for kind in ("contrast", "self"):
-        lines += [line.strip() for line in prompt_template(kind).splitlines() if line.lower().startswith("enforce ")]
+    for v in (PROMPT_VERSIONS[: PROMPT_VERSIONS.index(version) + 1] if version == "v3" else (version,)):
+        for kind in ("contrast", "self"):
+            lines += [line.strip() for line in prompt_template(kind, v).splitlines()
+                      if line.lower().startswith("enforce ")]
     return sorted(set(lines))
 
 
+def difference_line(reply: str) -> str:
+    """The text of the reply's first ``DIFFERENCE:`` (contrast) or ``KEY STEP:`` (self) line, "" if none."""
+    for line in reply.splitlines():
+        m = _DIFFERENCE.match(line.replace("**", ""))
+        if m:
+            return m.group("text")
+    return ""
+
+
 def parse_lessons(reply: str) -> list[Lesson]:
-    """Lines of the exact form ``enforce ...; avoid ...`` (at most two); [] means malformed."""
+    """Lesson lines (``enforce ...; avoid ...`` or a variant, at most two), each with the reply's
+    DIFFERENCE line; [] means malformed. A line with two "avoid" halves is refused, not split."""
+    difference = difference_line(reply)
     lessons = []
     for line in reply.splitlines():
         m = _LESSON.match(line.replace("**", ""))
         if m:
             enforce, avoid = m.group("enforce").strip(" ."), m.group("avoid").strip(" .")
-            if enforce and avoid and ";" not in avoid:
-                lessons.append(Lesson(enforce, avoid))
+            if enforce and avoid and ";" not in avoid and not re.search(r"\bavoid\b", avoid, re.IGNORECASE):
+                lessons.append(Lesson(enforce, avoid, difference))
     return lessons[:MAX_LESSONS]

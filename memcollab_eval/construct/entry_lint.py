@@ -113,3 +113,39 @@ def lint_entry(enforce: str, avoid: str, *, problem: str, trajectories: list[str
     if shaped:
         return LintResult(False, "code_identifier", f"code-shaped text {shaped.group(0)!r}")
     return LintResult(True)
+
+
+_GENERIC = _COMMON | {
+    "solution", "preferred", "unpreferred", "wrong", "instead", "went", "part", "ways", "where", "what", "does",
+    "did", "done", "doing", "should", "would", "could", "been", "being", "have", "having", "used", "gives",
+    "given", "getting", "correctly", "wrongly", "mistake", "mistakes", "kind", "kinds", "rule", "rules", "general",
+}
+
+
+def _stem(word: str) -> str:
+    for suffix in ("ing", "ed", "es", "s", "ly"):
+        if len(word) > len(suffix) + 3 and word.endswith(suffix):
+            return word[: -len(suffix)]
+    return word
+
+
+def _content_stems(text: str) -> set[str]:
+    return {_stem(w) for w in _words_of(text) if len(w) >= 4 and w not in _GENERIC}
+
+
+def about_difference(enforce: str, avoid: str, difference: str) -> LintResult:
+    """Is the lesson about the step the summarizer said differed? Why: a 1.5B summarizer writes
+    a plausible DIFFERENCE line and then a lesson about something else (or a stock lesson);
+    such a lesson explains nothing about this pair. The rule: the lesson shares at least one
+    content word (stemmed; generic words such as "step", "solution", "check" do not count) with
+    the DIFFERENCE line. A reply that says the difference is "none" yields no lesson. A reply
+    without a DIFFERENCE line (prompt v1) is not judged here."""
+    diff = difference.strip().strip(".").strip().lower()
+    if not diff:
+        return LintResult(True)
+    if diff in {"none", "no difference", "n/a"}:
+        return LintResult(False, "no_difference", "the summarizer found no step that differed")
+    shared = sorted(_content_stems(f"{enforce} {avoid}") & _content_stems(difference))
+    if not shared:
+        return LintResult(False, "not_about_difference", f"shares no content word with DIFFERENCE: {difference[:120]!r}")
+    return LintResult(True, detail=f"shares {shared}")

@@ -34,17 +34,16 @@ from memcollab_eval.agent.task_fields import agent_fields
 from memcollab_eval.agent.transcript import readable
 from memcollab_eval.bank.store import BankError, entry_from_dict, load_bank, save_bank, serialize_entries, sha256_bytes
 from memcollab_eval.categorize import predict_math_subject
-from memcollab_eval.construct import validate
+from memcollab_eval.construct import evidence, validate
 from memcollab_eval.construct.config import BuildConf
 from memcollab_eval.construct.dedupe import drop_near_duplicates
 from memcollab_eval.construct.distill import (
-    PROMPT_VERSION,
     distill_prompt,
     parse_lessons,
     prompt_examples,
     prompt_template,
 )
-from memcollab_eval.construct.entry_lint import lint_entry
+from memcollab_eval.construct.entry_lint import about_difference, lint_entry
 from memcollab_eval.construct.pools import PoolError, PoolProblem, build_pool
 from memcollab_eval.construct.preference import (
     NoPair,
@@ -221,86 +220,106 @@ def pair_id(pair: Pair) -> str:
 
 def stage_distill(cfg: BuildConf, problems: list[PoolProblem], trajs: dict[Key, Trajectory],
                   verdicts: dict[Key, VerdictRecord], pairs: list[Pair], work: Path,
-                  models: ModelCache) -> dict[str, DistillRecord]:
+                  models: ModelCache) -> dict[str, list[DistillRecord]]:
+    """``distill_samples`` candidate replies per pair: the first decoded as the build decodes,
+    the others sampled (``distill_temperature``, seeded), so the gates have several lessons to
+    choose from. Returns each pair's records in sample order."""
     path = work / "distill.jsonl"
+    version = cfg.distill_prompt_version
     # a reply made with another prompt version is not reused: the prompt changed
-    done = {r.pair: r for r in map(DistillRecord.from_json, read_records(path, DistillRecord.REQUIRED))
-            if r.prompt_version == PROMPT_VERSION}
-    todo = [p for p in pairs if pair_id(p) not in done]
-    if not todo:
-        return {pair_id(p): done[pair_id(p)] for p in pairs}
-    by_id = {p.id: p for p in problems}
-    lm = models.get(cfg.summarizer)
-    kwargs = cfg.gen_kwargs(cfg.distill_max_gen_toks, seed=cfg.seed)
-    for pair in tqdm(todo, desc=f"distill with {cfg.summarizer}", unit="pair"):
-        problem = by_id[pair.problem_id]
-        spec = get_spec(problem.benchmark)
-        prompt = distill_prompt(
-            domain="math" if spec.domain == "math" else "programming", problem=spec.text(problem.doc),
-            preferred=readable(trajs[pair.preferred].text),
-            unpreferred=None if pair.unpreferred is None else readable(trajs[pair.unpreferred].text),
-            unpreferred_status="fail" if pair.unpreferred is None else verdicts[pair.unpreferred].status)
-        first = generate(lm, [prompt], kwargs)[0]
-        replies, lessons = [first], parse_lessons(first.text)
-        if not lessons:  # one retry with a format reminder, then give up on this pair
-            retry = generate(lm, [prompt + "\n" + first.text + "\n\n" + prompt_template("retry")], kwargs)[0]
-            replies.append(retry)
-            lessons = parse_lessons(retry.text)
-        record = DistillRecord(
-            pair_id(pair), PROMPT_VERSION, "ok" if lessons else "malformed", tuple(asdict(x) for x in lessons),
-            tuple(g.text for g in replies), round(sum(g.seconds for g in replies), 3),
-            sum(g.completion_tokens or 0 for g in replies), sum(g.prompt_tokens or 0 for g in replies))
-        if not lessons:
-            log.warning("malformed summarizer reply for %s (skipped): %r", record.pair, first.text[:200])
-        append_records(path, [record.to_json()])
-        done[record.pair] = record
-    return {pair_id(p): done[pair_id(p)] for p in pairs}  # this build's pairs only
+    done = {(r.pair, r.sample): r for r in map(DistillRecord.from_json, read_records(path, DistillRecord.REQUIRED))
+            if r.prompt_version == version}
+    samples = range(cfg.distill_samples)
+    todo = [(p, s) for p in pairs for s in samples if (pair_id(p), s) not in done]
+    if todo:
+        by_id = {p.id: p for p in problems}
+        lm = models.get(cfg.summarizer)
+        for pair, sample in tqdm(todo, desc=f"distill with {cfg.summarizer}", unit="reply"):
+            problem = by_id[pair.problem_id]
+            spec = get_spec(problem.benchmark)
+            kwargs = cfg.gen_kwargs(cfg.distill_max_gen_toks, seed=cfg.seed + 7919 * sample,
+                                    temperature=None if sample == 0 else cfg.distill_temperature)
+            prompt = distill_prompt(
+                domain="math" if spec.domain == "math" else "programming", problem=spec.text(problem.doc),
+                preferred=readable(trajs[pair.preferred].text),
+                unpreferred=None if pair.unpreferred is None else readable(trajs[pair.unpreferred].text),
+                unpreferred_status="fail" if pair.unpreferred is None else verdicts[pair.unpreferred].status,
+                version=version)
+            first = generate(lm, [prompt], kwargs)[0]
+            replies, lessons = [first], parse_lessons(first.text)
+            if not lessons:  # one retry with a format reminder, then give up on this reply
+                retry_prompt = prompt + "\n" + first.text + "\n\n" + prompt_template("retry", version)
+                retry = generate(lm, [retry_prompt], kwargs)[0]
+                replies.append(retry)
+                lessons = parse_lessons(retry.text)
+            record = DistillRecord(
+                pair_id(pair), version, "ok" if lessons else "malformed", tuple(asdict(x) for x in lessons),
+                tuple(g.text for g in replies), round(sum(g.seconds for g in replies), 3),
+                sum(g.completion_tokens or 0 for g in replies), sum(g.prompt_tokens or 0 for g in replies), sample)
+            if not lessons:
+                log.warning("malformed summarizer reply for %s (skipped): %r", record.pair, first.text[:200])
+            append_records(path, [record.to_json()])
+            done[(record.pair, sample)] = record
+    return {pair_id(p): [done[(pair_id(p), s)] for s in samples] for p in pairs}  # this build's pairs only
 
 
 def assemble_entries(cfg: BuildConf, problems: list[PoolProblem], trajs: dict[Key, Trajectory], pairs: list[Pair],
-                     distilled: dict[str, DistillRecord], identities: dict[str, str]) -> tuple[list[dict], Counter]:
-    """Lint every lesson, tag survivors (with model identities), drop near-duplicates;
-    ids follow pool and pair order."""
+                     distilled: dict[str, list[DistillRecord]], identities: dict[str, str]
+                     ) -> tuple[list[dict], Counter, dict[str, Pair]]:
+    """Lint every lesson of every candidate reply, tag survivors (with model identities), drop
+    near-duplicates; ids follow pool, pair and reply order. Also returns each entry's pair."""
     by_id = {p.id: p for p in problems}
     rejected: Counter = Counter()
-    candidates = []
-    examples = prompt_examples()
+    candidates: list[tuple[dict, Pair]] = []
+    examples = prompt_examples(cfg.distill_prompt_version)
     for pair in pairs:
-        record = distilled[pair_id(pair)]
-        if record.status != "ok":
-            rejected["malformed"] += 1
-            continue
         problem = by_id[pair.problem_id]
         spec = get_spec(problem.benchmark)
         sources = [readable(trajs[k].text) for k in (pair.preferred, pair.unpreferred) if k is not None]
-        for lesson in record.lessons:
-            verdict = lint_entry(lesson["enforce"], lesson["avoid"], problem=spec.text(problem.doc),
-                                 trajectories=sources, gold=spec.gold(problem.doc), examples=examples) \
-                if cfg.gates.lint else None
-            if verdict is not None and not verdict.ok:
-                rejected[verdict.reason] += 1
+        for record in distilled[pair_id(pair)]:
+            if record.status != "ok":
+                rejected["malformed"] += 1
                 continue
-            candidates.append({
-                "enforce": lesson["enforce"], "avoid": lesson["avoid"], "category": problem.category,
-                "subcategory": problem.subcategory, "preferred_model": identities[pair.preferred[1]],
-                "unpreferred_model": "none" if pair.unpreferred is None else identities[pair.unpreferred[1]],
-                "source_benchmark": problem.source, "source_problem_id": problem.id,
-                "summarizer": identities[cfg.summarizer],
-                "created_at": ""})
-    kept, merged = drop_near_duplicates(candidates, cfg.gates.near_duplicate_threshold)
+            for lesson in record.lessons:
+                verdict = lint_entry(lesson["enforce"], lesson["avoid"], problem=spec.text(problem.doc),
+                                     trajectories=sources, gold=spec.gold(problem.doc), examples=examples) \
+                    if cfg.gates.lint else None
+                if verdict is not None and not verdict.ok:
+                    rejected[verdict.reason] += 1
+                    continue
+                difference = lesson.get("difference", "")
+                if cfg.gates.difference_lint:
+                    about = about_difference(lesson["enforce"], lesson["avoid"], difference)
+                    if not about.ok:
+                        rejected[about.reason] += 1
+                        continue
+                entry = {
+                    "enforce": lesson["enforce"], "avoid": lesson["avoid"], "category": problem.category,
+                    "subcategory": problem.subcategory, "preferred_model": identities[pair.preferred[1]],
+                    "unpreferred_model": "none" if pair.unpreferred is None else identities[pair.unpreferred[1]],
+                    "source_benchmark": problem.source, "source_problem_id": problem.id,
+                    "summarizer": identities[cfg.summarizer],
+                    "created_at": ""}
+                if cfg.keeps_difference() and difference:
+                    entry["difference"] = difference
+                candidates.append((entry, pair))
+    kept, merged = drop_near_duplicates([e for e, _ in candidates], cfg.gates.near_duplicate_threshold)
     rejected["near_duplicate"] += merged
-    return [{"id": f"{cfg.bank.name}-{i:04d}", **e} for i, e in enumerate(kept, start=1)], rejected
+    pair_of_entry = {id(e): p for e, p in candidates}
+    entries = [{"id": f"{cfg.bank.name}-{i:04d}", **e} for i, e in enumerate(kept, start=1)]
+    return entries, rejected, {e["id"]: pair_of_entry[id(k)] for e, k in zip(entries, kept, strict=True)}
 
 
 def build_stats(cfg: BuildConf, problems: list[PoolProblem], trajs: dict[Key, Trajectory],
-                verdicts: dict[Key, VerdictRecord], skipped: list[NoPair], distilled: dict[str, DistillRecord],
+                verdicts: dict[Key, VerdictRecord], skipped: list[NoPair], distilled: dict[str, list[DistillRecord]],
                 entries: list[dict], rejected: Counter) -> dict:
     n = len(problems)
     gen_s = sum(float(t.seconds or 0) for t in trajs.values())
     ver_s = sum(float(v.seconds or 0) for v in verdicts.values())
-    dis_s = sum(float(d.seconds or 0) for d in distilled.values())
+    replies = [r for records in distilled.values() for r in records]
+    dis_s = sum(float(d.seconds or 0) for d in replies)
     tokens = sum(int(t.completion_tokens or 0) for t in trajs.values()) + \
-        sum(int(d.completion_tokens or 0) + int(d.prompt_tokens or 0) for d in distilled.values())
+        sum(int(d.completion_tokens or 0) + int(d.prompt_tokens or 0) for d in replies)
     math_pool = [p for p in problems if p.benchmark == "math500"]
     cat_acc = (sum(predict_math_subject(p.doc["problem"]) == p.category for p in math_pool) / len(math_pool)
                if math_pool else None)
@@ -318,7 +337,7 @@ def build_stats(cfg: BuildConf, problems: list[PoolProblem], trajs: dict[Key, Tr
         "seconds_per_problem": round((gen_s + ver_s + dis_s) / max(1, n), 2),
         "tokens_per_problem": round(tokens / max(1, n), 1),
         "seconds": {"generation": round(gen_s, 1), "verification": round(ver_s, 1), "distillation": round(dis_s, 1)},
-        "categorizer_accuracy_math_pool_from_text": cat_acc, "prompt_version": PROMPT_VERSION,
+        "categorizer_accuracy_math_pool_from_text": cat_acc, "prompt_version": cfg.distill_prompt_version,
     }
 
 
@@ -337,6 +356,77 @@ def stage_validate(cfg: BuildConf, problems: list[PoolProblem], entries: list[di
     renumbered = [{**e, "id": f"{cfg.bank.name}-{i:04d}"} for i, e in enumerate(kept, start=1)]
     report = validate.summary(results)
     report["_dropped_entries"] = len(entries) - len(kept)
+    return renumbered, report
+
+
+def _generate_fn(lm: Any) -> evidence.GenerateFn:
+    """Batch generation for the evidence gates: texts, seconds spent and completion tokens."""
+    def run(prompts: list[str], kwargs: dict[str, Any]) -> tuple[list[str], float, int]:
+        out = generate(lm, prompts, kwargs)
+        return [g.text for g in out], sum(g.seconds for g in out), sum(g.completion_tokens or 0 for g in out)
+    return run
+
+
+def stage_evidence(cfg: BuildConf, problems: list[PoolProblem], entries: list[dict], pair_of: dict[str, Pair],
+                   work: Path, models: ModelCache, rejected: Counter) -> tuple[list[dict], dict]:
+    """The evidence gates (construct/evidence.py): re-solve, then held-out validation per lesson.
+    Returns the admitted entries (renumbered, each with its evidence) and the report for the manifest."""
+    g = cfg.gates
+    report: dict[str, Any] = {}
+    admitted = list(entries)
+    sandbox = cfg.sandbox_config()
+    if g.resolve:
+        tried = [(e, pair_of[e["id"]].unpreferred[1]) for e in admitted if pair_of[e["id"]].unpreferred is not None]
+
+        def resolve_kwargs(spec, sample: int) -> dict[str, Any]:
+            return cfg.gen_kwargs(spec.max_gen_toks, seed=cfg.seed + 1000 * sample,
+                                  temperature=None if sample == 0 else 0.7)
+
+        outcomes = evidence.resolve_lessons(tried, {p.id: p for p in problems}, work,
+                                            lambda model: _generate_fn(models.get(model)), resolve_kwargs,
+                                            g.resolve_samples, sandbox)
+        kept = []
+        for e in admitted:
+            pair = pair_of[e["id"]]
+            if pair.unpreferred is None:
+                kept.append({**e, "evidence": {"resolve": {"skipped": "self-memory: no unpreferred trajectory"}}})
+                continue
+            o = outcomes[evidence.lesson_key(e)]
+            if o.admitted(g.resolve_min_pass):
+                identity = load_target(o.model).identity
+                kept.append({**e, "evidence": {"resolve": o.evidence(identity, g.resolve_min_pass)}})
+            else:
+                rejected["failed_resolve"] += 1
+        report["resolve"] = {"tried": len(tried), "admitted": len(tried) - rejected["failed_resolve"],
+                             "samples": g.resolve_samples, "min_pass": g.resolve_min_pass,
+                             "seconds": round(sum(o.seconds for o in outcomes.values()), 1),
+                             "completion_tokens": sum(o.tokens for o in outcomes.values())}
+        admitted = kept
+    if g.validate and g.validate_unit == "lesson" and admitted:
+        categories = {e["category"] for e in admitted}
+        heldout = validate.heldout_problems(cfg.pool_sizes(), problems, cfg.data_dir, cfg.seed, categories,
+                                            g.validate_per_category)
+        target = cfg.validation_target()
+        identity = load_target(target).identity
+        outcomes, seconds, tokens = evidence.validate_lessons(
+            admitted, heldout, work, _generate_fn(models.get(target)),
+            lambda spec: cfg.gen_kwargs(spec.max_gen_toks, seed=cfg.seed), sandbox)
+        kept = []
+        for e in admitted:
+            o = outcomes[evidence.lesson_key(e)]
+            if o.admitted(g.validate_min_net, g.validate_max_broken):
+                kept.append({**e, "evidence": {**(e.get("evidence") or {}),
+                                               "heldout": o.evidence(identity, g.validate_min_net,
+                                                                     g.validate_max_broken)}})
+            else:
+                rejected["failed_heldout"] += 1
+        report["heldout"] = {
+            "target": identity, "problems_per_category": {c: len(heldout.get(c, [])) for c in sorted(categories)},
+            "tried": len(admitted), "admitted": len(kept),
+            "rule": f"fixed - broken >= {g.validate_min_net} and broken <= {g.validate_max_broken}",
+            "seconds": round(seconds, 1), "completion_tokens": tokens}
+        admitted = kept
+    renumbered = [{**e, "id": f"{cfg.bank.name}-{i:04d}"} for i, e in enumerate(admitted, start=1)]
     return renumbered, report
 
 
@@ -386,14 +476,19 @@ def _run_stages(cfg: BuildConf, work: Path) -> dict:
     write_atomic(work / f"no_pairs.{cfg.bank.name}.jsonl", "".join(json.dumps(asdict(s)) + "\n" for s in skipped))
     distilled = stage_distill(cfg, problems, trajs, verdicts, pairs, work, models)
     identities = {name: load_target(name).identity for name in {*cfg.sources, cfg.summarizer}}
-    entries, rejected = assemble_entries(cfg, problems, trajs, pairs, distilled, identities)
+    entries, rejected, pair_of = assemble_entries(cfg, problems, trajs, pairs, distilled, identities)
+    evidence_report = None
+    if entries and (cfg.gates.resolve or (cfg.gates.validate and cfg.gates.validate_unit == "lesson")):
+        entries, evidence_report = stage_evidence(cfg, problems, entries, pair_of, work, models, rejected)
     validation = None
-    if cfg.gates.validate and entries:
+    if cfg.gates.validate and cfg.gates.validate_unit == "category" and entries:
         entries, validation = stage_validate(cfg, problems, entries, work, models)
         rejected["failed_validation"] = validation.pop("_dropped_entries")
     stats = build_stats(cfg, problems, trajs, verdicts, skipped, distilled, entries, rejected)
     if validation is not None:
         stats["validation"] = {"target": load_target(cfg.validation_target()).identity, "groups": validation}
+    if evidence_report is not None:
+        stats["evidence"] = evidence_report
     stats["wall_seconds_this_invocation"] = round(time.time() - started, 1)
     header = {"name": cfg.bank.name, "version": cfg.bank.version, "sources": [identities[s] for s in cfg.sources],
               "summarizer": identities[cfg.summarizer], "notes": cfg.bank.notes}

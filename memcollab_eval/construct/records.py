@@ -97,6 +97,7 @@ class DistillRecord:
     seconds: float = 0.0
     completion_tokens: int = 0
     prompt_tokens: int = 0
+    sample: int = 0  # which candidate reply of the pair (0: decoded as the build decodes; others sampled)
 
     REQUIRED = ("pair", "status", "lessons")
 
