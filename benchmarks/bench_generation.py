@@ -79,7 +79,7 @@ def load_problems(data_dir: Path, per_benchmark: int) -> list[Problem]:
         if not path.exists():
             sys.exit(f"benchmark data not found: {path} (set MEMCOLLAB_DATA_DIR or --data-dir)")
         with open(path, encoding="utf-8") as f:
-            docs = [json.loads(line) for line, _ in zip(f, range(per_benchmark))]
+            docs = [json.loads(line) for line, _ in zip(f, range(per_benchmark), strict=False)]
         problems += [Problem(name, doc, spec.prompt(doc)) for doc in docs]
     return problems
 

@@ -310,6 +310,13 @@ def test_a_sequential_backend_runs_each_episode_to_its_end(tmp_path):
 
 
 def test_the_llama_cpp_backend_declares_sequential_generation():
+    """Sequential with n_parallel=1 (episodes run to their end, reusing the KV prefix); batched
+    decoding (issue 15) advances episodes in lock-step instead. The property reads only
+    n_parallel, so it is checked without loading a model."""
+    from types import SimpleNamespace
+
     from memcollab_eval.models.llamacpp_lm import LlamaCppLM
 
-    assert LlamaCppLM.sequential_generation is True
+    prop = LlamaCppLM.sequential_generation
+    assert prop.fget(SimpleNamespace(n_parallel=1)) is True
+    assert prop.fget(SimpleNamespace(n_parallel=8)) is False
