@@ -85,7 +85,10 @@ def build_model(cfg: EvalConf):
     under ``protocol=agent`` wrapped in the agent protocol. Returns the model and the
     request-cache path to hand to ``simple_evaluate`` (None when caching is off)."""
     lm = build_lm(cfg.target)
-    name = cfg.target.identity
+    # batched and sequential decoding may differ in rare tokens: their replies never share a cache file
+    # (a sequential target keeps its old file name, so earlier caches stay valid)
+    n_parallel = int(getattr(lm, "n_parallel", 1) or 1)
+    name = cfg.target.identity + ("" if n_parallel == 1 else f".batch{n_parallel}")
     cache_dir = Path(cfg.output_dir) / "cache"
     if cfg.protocol == "agent":
         if cfg.use_cache:  # per-turn replies, so an interrupted agent run resumes mid-episode (see AgentLM)
