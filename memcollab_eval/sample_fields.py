@@ -26,7 +26,8 @@ class SampleFields:
     MEMORY = "memcollab_memory"          # str: the rendered memory block ("" = no memory in the prompt)
     CATEGORY = "memcollab_category"      # str: the task category retrieval filtered by
     SUBCATEGORY = "memcollab_subcategory"
-    RETRIEVED = "memcollab_retrieved"    # JSON text of [{"id": entry id, "score": float}], best first
+    RETRIEVED = "memcollab_retrieved"    # [{"id", "score", "text", "preferred_model", ...}] (RETRIEVED_KEYS), best
+                                         # first; runs before the list form logged JSON text of [{"id", "score"}]
     ABSTAINED = "memcollab_abstained"    # bool: the memory twin's retrieval returned nothing
     DOMAIN = "memcollab_domain"          # "math" | "code": what the agent protocol needs
     VISIBLE_TEST = "memcollab_visible_test"
@@ -39,12 +40,33 @@ class SampleFields:
     MEMORY_TOKENS = "memcollab_memory_tokens"
 
 
+# The keys of one logged retrieved entry, in order, with their types. Every entry carries all of
+# them (empty strings when unknown): lm-eval turns the docs into a ``datasets.Dataset``, whose
+# column needs one schema on every row, the empty lists of abstained problems included.
+RETRIEVED_KEYS: dict[str, type] = {
+    "id": str, "score": float, "text": str, "preferred_model": str, "unpreferred_model": str,
+    "source_benchmark": str, "source_problem_id": str,
+}
+
+
 @dataclass(frozen=True)
 class RetrievedRef:
-    """One retrieved entry as logged: its id and score."""
+    """One retrieved entry as logged: its id and score, the text put in the prompt, the two
+    models whose trajectories it was distilled from and the problem it came from ("" when a run
+    logged only id and score)."""
 
     id: str
     score: float
+    text: str = ""
+    preferred_model: str = ""
+    unpreferred_model: str = ""
+    source_benchmark: str = ""
+    source_problem_id: str = ""
+
+    def to_doc(self) -> dict[str, Any]:
+        return {"id": self.id, "score": round(self.score, 4), "text": self.text,
+                "preferred_model": self.preferred_model, "unpreferred_model": self.unpreferred_model,
+                "source_benchmark": self.source_benchmark, "source_problem_id": self.source_problem_id}
 
 
 @dataclass(frozen=True)
@@ -69,7 +91,7 @@ class ProblemFields:
             SampleFields.MEMORY: self.memory,
             SampleFields.CATEGORY: self.category,
             SampleFields.SUBCATEGORY: self.subcategory,
-            SampleFields.RETRIEVED: json.dumps([{"id": r.id, "score": round(r.score, 4)} for r in self.retrieved]),
+            SampleFields.RETRIEVED: [r.to_doc() for r in self.retrieved],
             SampleFields.ABSTAINED: self.abstained,
             SampleFields.DOMAIN: self.domain,
             SampleFields.VISIBLE_TEST: self.visible_test,
@@ -101,8 +123,9 @@ class SampleFieldError(ValueError):
     """A logged sample whose memcollab fields are malformed; the message names the field."""
 
 
-def retrieved_ids(value: object) -> list[str]:
-    """The entry ids of a logged ``memcollab_retrieved`` (a JSON string in the doc, or a list)."""
+def retrieved_refs(value: object) -> list[RetrievedRef]:
+    """The entries of a logged ``memcollab_retrieved``, best first. Accepts the list form (since
+    the entries carry their text and sources) and the JSON text of older runs (ids and scores)."""
     if value in (None, ""):
         return []
     if isinstance(value, str):
@@ -111,8 +134,21 @@ def retrieved_ids(value: object) -> list[str]:
         except json.JSONDecodeError as exc:
             raise SampleFieldError(f"field {SampleFields.RETRIEVED} is not JSON ({exc.msg})") from None
     if not isinstance(value, list) or not all(isinstance(r, dict) and "id" in r for r in value):
-        raise SampleFieldError(f"field {SampleFields.RETRIEVED} must be a list of {{\"id\", \"score\"}} objects")
-    return [str(r["id"]) for r in value]
+        raise SampleFieldError(f"field {SampleFields.RETRIEVED} must be a list of {{\"id\", \"score\", ...}} objects")
+    out = []
+    for r in value:
+        try:
+            score = float(r.get("score", float("nan")))
+        except (TypeError, ValueError):
+            raise SampleFieldError(f"field {SampleFields.RETRIEVED}: entry {r['id']!r} has a score that is not a "
+                                   "number") from None
+        out.append(RetrievedRef(str(r["id"]), score, *(str(r.get(k) or "") for k in list(RETRIEVED_KEYS)[2:])))
+    return out
+
+
+def retrieved_ids(value: object) -> list[str]:
+    """The entry ids of a logged ``memcollab_retrieved`` (either form, see :func:`retrieved_refs`)."""
+    return [r.id for r in retrieved_refs(value)]
 
 
 def sample_acc(sample: dict[str, Any]) -> float:

@@ -36,7 +36,7 @@ def test_memory_reaches_the_real_models_prompt_and_verifiers_score_it(real_run):
             assert verdict["status"] in {"pass", "fail", "no_answer", "timeout"}
             assert sample["acc"] == (1.0 if verdict["status"] == "pass" else 0.0)
             assert sample["resps"][0][0].strip(), "the model produced no text"
-        if json.loads(mem["doc"]["memcollab_retrieved"]):
+        if mem["doc"]["memcollab_retrieved"]:  # a JSON list of the entries (text, sources, id, score)
             injected += 1
             assert mem["doc"]["memcollab_memory"].strip() in prompt
             assert "enforce" not in plain["arguments"]["gen_args_0"]["arg_0"]

@@ -9,6 +9,8 @@ import pytest
 from conftest import data_dir
 from test_config import compose_eval
 
+from memcollab_eval.sample_fields import RETRIEVED_KEYS
+
 ANSWER = "Let me think.\nThe answer is $\\boxed{18}$.\n```python\ndef f():\n    return 1\n```"
 
 
@@ -51,9 +53,13 @@ def test_memory_reaches_the_prompt_only_in_the_memory_variant(scripted_run):
             mem_prompt = mem["arguments"]["gen_args_0"]["arg_0"]
             assert "enforce" not in plain_prompt
             assert mem["doc"]["memcollab_prompt"] in mem_prompt and plain["doc"]["memcollab_prompt"] in plain_prompt
-            retrieved = json.loads(mem["doc"]["memcollab_retrieved"])
+            retrieved = mem["doc"]["memcollab_retrieved"]
+            assert isinstance(retrieved, list) and plain["doc"]["memcollab_retrieved"] == []
             if retrieved:
                 injected += 1
+                # each entry as logged: id and score beside the text put in the prompt and its sources
+                assert all(set(r) == set(RETRIEVED_KEYS) and r["text"] in mem_prompt and r["preferred_model"]
+                           for r in retrieved)
                 assert mem_prompt.replace(mem["doc"]["memcollab_memory"], "", 1) == plain_prompt
                 assert all("enforce" in line for line in mem["doc"]["memcollab_memory"].splitlines()[1:] if line)
     assert injected > 0, "no memory was injected anywhere"
@@ -85,3 +91,23 @@ def test_request_cache_is_per_target_and_replays_responses(tmp_path):
     assert first["resps"] == replayed["resps"]  # served from model_a's cache
     assert other["resps"] != first["resps"]  # model_b has a cache of its own
     assert sorted(p.name for p in (tmp_path / "cache").iterdir())[:2] == ["model_a_rank0.db", "model_b_rank0.db"]
+
+
+def test_run_record_headline_and_report(scripted_run):
+    """summary.json / summary.md say what produced the numbers; report.html is written beside them."""
+    run_dir, rows = scripted_run
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["backend"] == "memcollab_scripted" and summary["seed"] == 1234 and summary["limit"] == 3
+    bank = summary["bank_record"]
+    assert bank["name"] == "demo_handmade" and bank["version"] >= 1 and bank["entries"] == 40
+    assert len(bank["sha256"]) == 64
+    assert summary["model"]["sha256"] is None and "no local model file" in summary["model"]["sha256_source"]
+    assert summary["sampling"]["generation_kwargs"]["gsm8k"]["do_sample"] is False
+    assert summary["wall_seconds"] > 0 and summary["generation"]["requests"] == 24
+    assert summary["retrieval"]["min_score"] == 0.05 and summary["retrieval"]["top_k"] == 3
+    reached = sum(r["reach"]["reached"] for r in summary["rows"])
+    assert summary["headline"].startswith(f"Memory reached {reached} of the 12 prompts")
+    md = (run_dir / "summary.md").read_text()
+    assert summary["headline"] in md and "## Run record" in md and bank["sha256"] in md
+    page = (run_dir / "report.html").read_text()
+    assert page.count("class='problem") == 12 and "<mark>Lessons from past solutions" in page

@@ -23,7 +23,8 @@ from omegaconf.errors import MissingMandatoryValue
 
 from memcollab_eval.config import DEFAULT_BANK, DEFAULT_TARGET, EvalConf
 from memcollab_eval.errors import EXIT_USAGE, UsageError
-from memcollab_eval.evaluation.job import evaluate, format_table
+from memcollab_eval.evaluation.job import evaluate
+from memcollab_eval.evaluation.summary import format_table, headline
 from memcollab_eval.hydra_app import group_options, register_hydra, run_hydra
 from memcollab_eval.subsets import describe
 
@@ -79,7 +80,9 @@ def _evaluate_job(cfg: DictConfig) -> None:
     print(f"\n{conf.target.identity} with bank {conf.bank.name} "
           f"(problems per benchmark: {describe(conf.limit, dict(conf.limits), conf.subset)}):\n")
     print(format_table(rows))
-    print(f"\nresults, samples and config: {run_dir}")
+    print(f"\n{headline(rows)}")
+    print(f"\nresults, samples and config: {run_dir}\nper problem (memory, retrieval, responses, flips): "
+          f"{run_dir / 'report.html'}")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -12,8 +12,7 @@ wrapper renders each turn itself); the summary then also compares turns.
 from __future__ import annotations
 
 import importlib.util
-import json
-from dataclasses import dataclass
+import time
 from pathlib import Path
 from typing import Any
 
@@ -24,28 +23,13 @@ from memcollab_eval.agent.messages import PROTOCOL_VERSION
 from memcollab_eval.bank.store import load_bank
 from memcollab_eval.config import BENCHMARK_NAMES, EvalConf, protocol_problems, runtime_problems
 from memcollab_eval.errors import UsageError
+from memcollab_eval.evaluation.report import collect, reach, write_report
+from memcollab_eval.evaluation.summary import BenchmarkRow, format_table, run_record, summarize, write_summary
 from memcollab_eval.evaluation.tasks import MemorySetup, task_config, task_name
 from memcollab_eval.models.generation import build_lm
-from memcollab_eval.subsets import describe, selected_samples, subset_problems, uses_samples
+from memcollab_eval.subsets import selected_samples, subset_problems, uses_samples
 
-__all__ = ["BenchmarkRow", "UsageError", "evaluate", "format_table", "preflight"]
-
-
-@dataclass(frozen=True)
-class BenchmarkRow:
-    benchmark: str
-    n: int
-    acc_nomemory: float
-    acc_memory: float | None
-    abstain_rate: float | None
-    no_answer_nomemory: float
-    no_answer_memory: float | None
-    turns_nomemory: float = float("nan")
-    turns_memory: float | None = None
-
-    @property
-    def delta(self) -> float | None:
-        return None if self.acc_memory is None else self.acc_memory - self.acc_nomemory
+__all__ = ["BenchmarkRow", "UsageError", "evaluate", "format_table", "preflight"]  # the summary's two: re-exported
 
 
 def preflight(cfg: EvalConf) -> None:
@@ -129,6 +113,7 @@ def evaluate(cfg: EvalConf, run_dir: Path) -> list[BenchmarkRow]:
     from lm_eval import simple_evaluate  # lm-eval's evaluator and loggers load torch-free but slowly: on use
     from lm_eval.loggers import EvaluationTracker
 
+    started = time.perf_counter()  # the run record's wall time
     preflight(cfg)
     lm, cache = build_model(cfg)
     tasks = build_tasks(cfg)
@@ -156,63 +141,11 @@ def evaluate(cfg: EvalConf, run_dir: Path) -> list[BenchmarkRow]:
     if samples is not None:
         for name in results["configs"]:
             tracker.save_results_samples(task_name=name, samples=samples[name])
-    rows = summarize(results, cfg.benchmarks)
     usage = getattr(getattr(lm, "lm", lm), "usage", None)
-    write_summary(run_dir, cfg, rows, usage)
+    bank = load_bank(cfg.bank.path) if cfg.bank.path is not None and cfg.log_samples else None
+    problems = collect(run_dir, bank=bank, retrieval=cfg.retrieval_config(), target=cfg.target.identity)
+    rows = summarize(results, cfg.benchmarks, reach(problems) if cfg.log_samples else None)
+    record = run_record(cfg, lm, results, usage, wall_seconds=time.perf_counter() - started)
+    write_summary(run_dir, cfg, rows, record)
+    write_report(run_dir, rows, record, problems)
     return rows
-
-
-def summarize(results: dict, benchmarks: list[str]) -> list[BenchmarkRow]:
-    rows = []
-    for benchmark in benchmarks:
-        plain = results["results"].get(f"{benchmark}_nomemory", {})
-        mem = results["results"].get(f"{benchmark}_memcollab")
-        n = results.get("n-samples", {}).get(f"{benchmark}_nomemory", {}).get("effective", 0)
-        rows.append(BenchmarkRow(
-            benchmark=benchmark, n=n, acc_nomemory=plain.get("acc,none", float("nan")),
-            acc_memory=None if mem is None else mem.get("acc,none"),
-            abstain_rate=None if mem is None else 1.0 - mem.get("memory_injected,none", 0.0),
-            no_answer_nomemory=plain.get("no_answer,none", float("nan")),
-            no_answer_memory=None if mem is None else mem.get("no_answer,none"),
-            turns_nomemory=plain.get("turns,none", float("nan")),
-            turns_memory=None if mem is None else mem.get("turns,none"),
-        ))
-    return rows
-
-
-def format_table(rows: list[BenchmarkRow]) -> str:
-    def pct(x: float | None) -> str:
-        return "-" if x is None else f"{100 * x:.1f}"
-
-    def turns(x: float | None) -> str:
-        return "-" if x is None or x != x else f"{x:.2f}"
-
-    lines = ["| benchmark | n | acc no memory | acc with memory | delta | retrieval abstained | no answer (no mem / mem) "
-             "| turns (no mem / mem) |",
-             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
-    for r in rows:
-        delta = "-" if r.delta is None else f"{100 * r.delta:+.1f}"
-        lines.append(f"| {r.benchmark} | {r.n} | {pct(r.acc_nomemory)} | {pct(r.acc_memory)} | {delta} | "
-                     f"{pct(r.abstain_rate)} | {pct(r.no_answer_nomemory)} / {pct(r.no_answer_memory)} | "
-                     f"{turns(r.turns_nomemory)} / {turns(r.turns_memory)} |")
-    return "\n".join(lines)
-
-
-def write_summary(run_dir: Path, cfg: EvalConf, rows: list[BenchmarkRow], usage: list[dict] | None) -> None:
-    truncation = None
-    if usage:
-        truncation = sum(bool(u.get("truncated")) for u in usage) / len(usage)
-    summary = {
-        "target": cfg.target.identity, "bank": cfg.bank.name, "limit": cfg.limit,
-        "problems": describe(cfg.limit, dict(cfg.limits), cfg.subset), "protocol": cfg.protocol,
-        "agent": dict(cfg.agent.__dict__) if cfg.protocol == "agent" else None,
-        "rows": [{**r.__dict__, "delta": r.delta} for r in rows],
-        "generation_requests": len(usage) if usage else None, "truncation_rate": truncation,
-    }
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
-    text = format_table(rows)
-    if truncation is not None:
-        what = "model calls (one per turn)" if cfg.protocol == "agent" else "generations"
-        text += f"\n\n{what} stopped by the token limit: {100 * truncation:.1f}% of {len(usage)}"
-    (run_dir / "summary.md").write_text(text + "\n")

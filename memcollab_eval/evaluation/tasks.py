@@ -34,13 +34,26 @@ from memcollab_eval.agent.transcript import decode_transcript
 from memcollab_eval.bank.store import MemoryBank, load_bank
 from memcollab_eval.categorize import categorize
 from memcollab_eval.retrieve import RetrievalConfig, Retriever, render_memory
-from memcollab_eval.sample_fields import ProblemFields, RetrievedRef, ScoreFields
+from memcollab_eval.sample_fields import RETRIEVED_KEYS, ProblemFields, RetrievedRef, ScoreFields
 from memcollab_eval.sample_fields import SampleFields as F
 from memcollab_eval.scoring import score_response
 from memcollab_eval.verify import SandboxConfig
 
 PROMPT_TEMPLATE = "{{memcollab_memory}}{{memcollab_prompt}}"
 METRICS = ("acc", "no_answer", "memory_injected", "turns")
+# One schema for the retrieved entries on every row (a list of one struct), whatever the rows hold.
+RETRIEVED_FEATURE = datasets.Features(
+    {F.RETRIEVED: [{k: datasets.Value("float64" if t is float else "string") for k, t in RETRIEVED_KEYS.items()}]}
+)[F.RETRIEVED]
+
+
+def problem_features() -> dict[str, Any]:
+    """The ``datasets`` type of each field ``process_docs`` adds, so that no column's type is
+    guessed from its rows (a guess gives the no-memory twin's all-empty lists the type "list of null")."""
+    text = datasets.Value("string")
+    return {F.ID: text, F.PROMPT: text, F.MEMORY: text, F.CATEGORY: text, F.SUBCATEGORY: text,
+            F.RETRIEVED: RETRIEVED_FEATURE, F.ABSTAINED: datasets.Value("bool"), F.DOMAIN: text,
+            F.VISIBLE_TEST: text, F.SETUP_CODE: text}
 
 
 @dataclass(frozen=True)
@@ -82,7 +95,9 @@ class ProcessDocs:
         return ProblemFields(
             id=self.spec.problem_id(doc), prompt=self.spec.prompt(doc), memory=memory + "\n\n" if memory else "",
             category=cat.category, subcategory=cat.subcategory,
-            retrieved=tuple(RetrievedRef(r.entry.id, r.score) for r in retrieved),
+            retrieved=tuple(RetrievedRef(r.entry.id, r.score, r.entry.render(), r.entry.preferred_model,
+                                         r.entry.unpreferred_model, r.entry.source_benchmark,
+                                         r.entry.source_problem_id) for r in retrieved),
             abstained=retriever is not None and not retrieved,
             domain=facts[F.DOMAIN], visible_test=facts[F.VISIBLE_TEST], setup_code=facts[F.SETUP_CODE],
         ).to_doc()
@@ -91,7 +106,12 @@ class ProcessDocs:
         key = getattr(dataset, "_fingerprint", None)
         if key is not None and key in self._done:
             return self._done[key]
-        processed = datasets.Dataset.from_list([{**doc, **self.fields(doc)} for doc in dataset])
+        rows = [{**doc, **self.fields(doc)} for doc in dataset]
+        known = getattr(dataset, "features", None)  # the source's own columns keep their types
+        features = None if known is None else datasets.Features({**known, **problem_features()})
+        processed = datasets.Dataset.from_list(rows, features=features)
+        if processed.features.get(F.RETRIEVED) != RETRIEVED_FEATURE:  # inferred: all-empty lists are lists of null
+            processed = processed.cast_column(F.RETRIEVED, RETRIEVED_FEATURE)
         if key is not None:
             self._done[key] = processed
         return processed
