@@ -3,18 +3,29 @@ the mixed-settings warning, and every output format."""
 
 from __future__ import annotations
 
+import base64
 import csv
 import json
+import re
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from browser import probe, screenshot
 from conftest import data_dir
 
 from memcollab_eval.leaderboard import NO_MEMORY, LeaderboardError, build_leaderboard, load_run
-from memcollab_eval.leaderboard.render import group_warnings, main, render_html, render_markdown
+from memcollab_eval.leaderboard.render import (
+    NOT_REACHED,
+    group_warnings,
+    main,
+    plot_deltas,
+    render_html,
+    render_markdown,
+    write_csv,
+)
 from memcollab_eval.leaderboard.stats import bootstrap_mean, flips, mcnemar_exact, paired_delta
 
 RUNS = Path(__file__).resolve().parent / "data" / "runs"
@@ -94,7 +105,7 @@ def test_lm_eval_cli_run_without_hydra_config():
     assert (row.target, row.target_origin) == ("scripted-double", "model_args")
     assert row.accuracy == 0.5 and row.delta_vs_nomemory == 0.25 and got[(NO_MEMORY, "gsm8k")].accuracy == 0.25
     md = render_markdown(board)
-    assert "NOT recorded by lm-eval" in md and "scripted-double ‡" in md
+    assert "NOT recorded by lm-eval" in md and "## scripted-double · backend memcollab_scripted ‡" in md
 
 
 def test_fixture_set_with_different_seeds_warns_and_splits():
@@ -103,7 +114,8 @@ def test_fixture_set_with_different_seeds_warns_and_splits():
     assert len(board.groups) == 2 and len(warnings) == 1
     assert "differ in seed" in warnings[0] and "1234 vs 0" in warnings[0]
     md = render_markdown(board)
-    assert md.index("WARNING") < md.index("## qwen25_coder_05b (settings group A)") < md.index("## scripted-double")
+    assert md.index("WARNING") < md.index("## qwen25_coder_05b · backend memcollab_scripted (settings group A)") \
+        < md.index("## scripted-double")
 
 
 def test_runs_with_different_limit_and_max_gen_toks_are_not_combined(tmp_path):
@@ -180,9 +192,18 @@ def test_cli_writes_md_csv_html_png(tmp_path, capsys):
     assert len(rows) == 15 and {r["source"] for r in rows} == {NO_MEMORY, DEMO, NOFILTER}
     demo_mbpp = next(r for r in rows if (r["source"], r["benchmark"]) == (DEMO, "mbpp"))
     assert float(demo_mbpp["delta_vs_nomemory"]) == pytest.approx(0.5)
+    # the settings a script needs to tell tables apart, on every line
+    assert {(r["protocol"], r["backend"], r["limit"], r["seed"]) for r in rows} == {
+        ("single_turn", "memcollab_scripted", "4", "1234")}
     html = (out / "leaderboard.html").read_text()
-    assert "<style>" in html and "http" not in html and "<script" not in html and "Δ +50.0" in html
-    assert (out / "deltas.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    png = (out / "deltas.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    # self-contained: the plot is embedded, the runs it read are listed, nothing is fetched or run
+    assert f"src='data:image/png;base64,{base64.b64encode(png).decode()}'" in html
+    text = re.sub(r"data:image/png;base64,[A-Za-z0-9+/=]+", "", html)
+    assert "<style>" in text and "http" not in text and "<script" not in text and "Δ +50.0" in text
+    assert "<h2>Runs read</h2>" in text and all(r.label in text for r in build_leaderboard([HYDRA_RUNS]).runs)
+    assert "![Δ vs no memory" in stdout and "(deltas.png)" in stdout
 
 
 def test_cli_errors_without_runs(tmp_path, capsys):
@@ -280,3 +301,131 @@ def test_intervals_do_not_move_when_runs_of_another_setting_are_added(tmp_path):
     mixed = {(r.source, r.benchmark): (r.ci_low, r.ci_high, r.delta_ci_low, r.delta_ci_high)
              for r in board.rows if r.group != agent_group}
     assert mixed == alone
+
+
+def abstain_everywhere(run: Path) -> None:
+    """Make a copied run's memory variant one where retrieval abstained on every problem (as the
+    default run's small bank does on most): no memory in any prompt, the no-memory twin's outcomes."""
+    (results,) = run.rglob("results_*.json")
+    data = json.loads(results.read_text())
+    for path in run.rglob("samples_*_memcollab_*.jsonl"):
+        twin = Path(str(path).replace("_memcollab_", "_nomemory_"))
+        plain = {json.loads(line)["doc"]["memcollab_id"]: json.loads(line)["acc"]
+                 for line in twin.read_text().splitlines()}
+        lines = [json.loads(line) for line in path.read_text().splitlines()]
+        for s in lines:
+            s["doc"].update(memcollab_memory="", memcollab_retrieved=[], memcollab_abstained=True)
+            s["acc"], s["memory_injected"] = plain[s["doc"]["memcollab_id"]], 0.0
+        path.write_text("".join(json.dumps(s) + "\n" for s in lines))
+        task = path.name[len("samples_"):].split("_2026")[0]
+        data["results"][task].update({"memory_injected,none": 0.0, "acc,none": sum(s["acc"] for s in lines) / 4})
+    results.write_text(json.dumps(data))
+
+
+def test_a_row_whose_retrieval_abstained_everywhere_says_so(tmp_path):
+    """Not "Δ +0.0 [+0.0, +0.0]", which reads as "memory does nothing": memory was never tried."""
+    run = tmp_path / "abstained"
+    shutil.copytree(min((HYDRA_RUNS / "demo").iterdir()), run)
+    abstain_everywhere(run)
+    shutil.copytree(max((HYDRA_RUNS / "demo").iterdir()), tmp_path / "nofilter")  # memory reached these
+    board = build_leaderboard([tmp_path], iters=100)
+    got = cells(board)
+    assert all(got[(DEMO, b)].abstain_rate == 1.0 and got[(DEMO, b)].delta_vs_nomemory == 0.0
+               for b in ("math500", "gsm8k", "mbpp", "humaneval", "average"))
+    md = render_markdown(board)
+    demo_row = next(line for line in md.splitlines() if line.startswith(f"| {DEMO} "))  # the main table's
+    assert demo_row.startswith(f"| {DEMO} ({NOT_REACHED}) |") and "Δ +0.0" not in demo_row
+    assert demo_row.count("Δ - (no memory reached: retrieval abstained on all 4)") == 4
+    other = next(line for line in md.splitlines() if line.startswith(f"| {NOFILTER} |"))
+    assert "Δ -25.0" in other and NOT_REACHED not in other
+    html = render_html(board)
+    assert html.count(NOT_REACHED) == 6  # the row's name and its five cells
+    assert plot_deltas(board)[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_plot_of_all_zero_deltas_has_a_readable_axis(tmp_path, monkeypatch):
+    pytest.importorskip("matplotlib")
+    import matplotlib.figure
+
+    run = tmp_path / "abstained"
+    shutil.copytree(min((HYDRA_RUNS / "demo").iterdir()), run)
+    abstain_everywhere(run)
+    limits = []
+    original = matplotlib.figure.Figure.savefig
+
+    def savefig(fig, *args, **kwargs):  # the axes as saved
+        limits.extend(ax.get_ylim() for ax in fig.axes)
+        return original(fig, *args, **kwargs)
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", savefig)
+    plot_deltas(build_leaderboard([run], iters=100))
+    assert limits == [(-10.0, 10.0)]  # matplotlib alone would span +-0.06 points
+    limits.clear()
+    plot_deltas(build_leaderboard([HYDRA_RUNS], iters=100))
+    assert len(limits) == 1 and limits[0][0] == -limits[0][1] and limits[0][1] > 75  # every CI in view
+
+
+def test_csv_settings_columns_per_settings_group(tmp_path):
+    board = build_leaderboard([RUNS], iters=50)
+    write_csv(board, tmp_path / "b.csv")
+    rows = list(csv.DictReader((tmp_path / "b.csv").open()))
+    assert {(r["group"], r["target"], r["protocol"], r["backend"], r["seed"]) for r in rows} == {
+        ("A", "qwen25_coder_05b", "single_turn", "memcollab_scripted", "1234"),
+        ("B", "scripted-double", "single_turn", "memcollab_scripted", "0")}
+
+
+def test_leaderboard_in_headless_chromium(tmp_path):
+    """Readable in a browser: the settings warning is the first thing on the page, boxed in red,
+    the plot is embedded and loads, and nothing scrolls sideways."""
+    out = tmp_path / "out"
+    assert main([str(RUNS), "--out", str(out), "--bootstrap", "100"]) == 0
+    page = out / "leaderboard.html"
+    seen = probe(page)
+    (warn,) = seen["warn"]
+    assert "NOT combined" in warn["text"] and "seed" in warn["text"] and warn["border"] == "3px"
+    assert warn["top"] < 150 and warn["background"] == "rgb(255, 240, 240)"
+    assert seen["images"] and all(i["w"] > 500 and i["shown"] for i in seen["images"])
+    assert not seen["overflow"] and not probe(page, width=800)["overflow"]
+    shots = Path(__file__).resolve().parent.parent / "outputs" / "screenshots"
+    shots.mkdir(parents=True, exist_ok=True)
+    screenshot(page, shots / "leaderboard.png", height=2600)
+
+
+def as_list_form(run: Path) -> None:
+    """Rewrite a copied run's retrieved entries in the list form runs log now (text and sources beside
+    id and score), as from the demo_handmade bank."""
+    from memcollab_eval.bank.store import load_bank
+    from memcollab_eval.sample_fields import RetrievedRef, retrieved_refs
+
+    bank = {e.id: e for e in load_bank(Path(__file__).resolve().parent.parent / "memcollab_eval" / "banks"
+                                       / "demo_handmade").entries}
+    for path in run.rglob("samples_*.jsonl"):
+        lines = [json.loads(line) for line in path.read_text().splitlines()]
+        for s in lines:
+            refs = retrieved_refs(s["doc"].get("memcollab_retrieved"))
+            s["doc"]["memcollab_retrieved"] = [RetrievedRef(
+                r.id, r.score, bank[r.id].render(), bank[r.id].preferred_model, bank[r.id].unpreferred_model,
+                bank[r.id].source_benchmark, bank[r.id].source_problem_id).to_doc() for r in refs]
+        path.write_text("".join(json.dumps(s) + "\n" for s in lines))
+
+
+def test_leaderboard_and_attribution_read_the_list_form_as_the_string_form(tmp_path):
+    from memcollab_eval.leaderboard.attribution import attribute
+
+    old = min((HYDRA_RUNS / "demo").iterdir())
+    new = tmp_path / "run"
+    shutil.copytree(old, new)
+    as_list_form(new)
+    assert any(isinstance(json.loads(line)["doc"]["memcollab_retrieved"], list) and json.loads(line)["doc"][
+        "memcollab_retrieved"] for p in new.rglob("samples_*_memcollab_*.jsonl") for line in p.read_text().splitlines())
+    strip = {"runs"}
+    rows = [{k: v for k, v in r.__dict__.items() if k not in strip} for r in build_leaderboard([new], iters=100).rows]
+    assert rows == [{k: v for k, v in r.__dict__.items() if k not in strip}
+                    for r in build_leaderboard([old], iters=100).rows]
+    a, b = attribute(old), attribute(new)
+    assert [(e.entry_id, e.retrieved, e.fixed, e.broken) for e in a.effects] == \
+        [(e.entry_id, e.retrieved, e.fixed, e.broken) for e in b.effects]
+    for cfg in new.rglob(".hydra"):  # without the bank, the texts come from the samples
+        shutil.rmtree(cfg)
+    alone = attribute(new)
+    assert alone.bank_dir is None and alone.texts and all(t.startswith("enforce ") for t in alone.texts.values())

@@ -24,7 +24,7 @@ from memcollab_eval.bank.store import BankError, load_bank
 from memcollab_eval.hydra_app import register_hydra
 from memcollab_eval.leaderboard.runs import hydra_config
 from memcollab_eval.leaderboard.stats import flips
-from memcollab_eval.sample_fields import SampleFieldError, retrieved_ids, sample_acc
+from memcollab_eval.sample_fields import SampleFieldError, retrieved_refs, sample_acc
 from memcollab_eval.sample_fields import SampleFields as F
 
 
@@ -59,8 +59,10 @@ class Attribution:
     broken_without_memory: int
 
 
-def _read(path: Path) -> dict[str, tuple[float, list[str]]]:
-    """memcollab_id -> (acc, retrieved entry ids) for one samples file."""
+def _read(path: Path, texts: dict[str, str] | None = None) -> dict[str, tuple[float, list[str]]]:
+    """memcollab_id -> (acc, retrieved entry ids) for one samples file (either form of the
+    retrieved field: see :func:`~memcollab_eval.sample_fields.retrieved_refs`). Entry texts the
+    samples carry go into ``texts``."""
     out = {}
     for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
         if not line.strip():
@@ -74,9 +76,12 @@ def _read(path: Path) -> dict[str, tuple[float, list[str]]]:
         if F.ID not in doc:
             raise AttributionError(f"{where}: no doc.{F.ID} (not a memcollab-eval samples file)")
         try:
-            out[str(doc[F.ID])] = (sample_acc(sample), retrieved_ids(doc.get(F.RETRIEVED)))
+            refs = retrieved_refs(doc.get(F.RETRIEVED))
+            out[str(doc[F.ID])] = (sample_acc(sample), [r.id for r in refs])
         except SampleFieldError as exc:
             raise AttributionError(f"{where}: {exc}") from None
+        if texts is not None:
+            texts.update((r.id, r.text) for r in refs if r.text)
     return out
 
 
@@ -114,11 +119,12 @@ def attribute(run_dir: str | Path, bank_dir: str | Path | None = None) -> Attrib
         raise AttributionError(f"{run_dir}: no samples of a memory task (samples_<benchmark>_memcollab_*.jsonl); "
                                "was the run made with log_samples on and a bank other than none?")
     effects: dict[str, EntryEffect] = {}
+    logged: dict[str, str] = {}  # entry texts the samples carry (runs since the list form)
     paired = with_memory = fixed_plain = broken_plain = 0
     for bench in benches:
         if (bench, False) not in files:
             raise AttributionError(f"{run_dir}: {bench} has no no-memory twin (samples_{bench}_nomemory_*.jsonl)")
-        before, after = _read(files[(bench, False)]), _read(files[(bench, True)])
+        before, after = _read(files[(bench, False)]), _read(files[(bench, True)], logged)
         # the leaderboard's and the gate's rule for what counts as fixed or broken
         change = flips({pid: acc for pid, (acc, _) in before.items()}, {pid: acc for pid, (acc, _) in after.items()})
         fixed, broken = set(change.fixed), set(change.broken)
@@ -148,7 +154,9 @@ def attribute(run_dir: str | Path, bank_dir: str | Path | None = None) -> Attrib
         except BankError as exc:
             if bank_dir:  # asked for explicitly: say why it cannot be read
                 raise AttributionError(str(exc)) from None
-            bank_path = None  # the run's bank moved or changed: report ids only
+            bank_path = None  # the run's bank moved or changed: report the texts the samples logged
+    if bank_path is None:
+        texts = dict(logged)
     ordered = sorted(effects.values(), key=lambda e: (e.net, -e.retrieved, e.entry_id))
     return Attribution(run_dir, bank_path, tuple(ordered), texts, paired, with_memory, fixed_plain, broken_plain)
 
@@ -182,5 +190,8 @@ def render(a: Attribution, *, examples: int = 3) -> str:
                      f"{text} | {shown or '-'} |")
     if not a.effects:
         lines.append("| (retrieval added nothing to any problem) | 0 | 0 | 0 | +0 | - | - | - |")
-    lines += ["", f"bank: {_relative(a.bank_dir)}" if a.bank_dir else "bank: not found (entry texts not shown; pass --bank)"]
+    where = (f"bank: {_relative(a.bank_dir)}" if a.bank_dir else
+             "bank: not found (entry texts as the samples logged them)" if a.texts else
+             "bank: not found (entry texts not shown; pass --bank)")
+    lines += ["", where]
     return "\n".join(lines) + "\n"
