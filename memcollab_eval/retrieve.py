@@ -14,6 +14,7 @@ postings of the query's terms.
 
 from __future__ import annotations
 
+import math
 import re
 from collections import Counter
 from collections.abc import Sequence
@@ -44,10 +45,23 @@ class RetrievalConfig:
     subcategory_bonus: float = 0.05
 
     def __post_init__(self) -> None:
+        """Refuse settings that would make retrieval silently return nothing (or everything); the
+        messages name the keys as the evaluate command spells them (``retrieval.top_k``)."""
         if self.ranker not in RANKERS:
-            raise ValueError(f"RetrievalConfig.ranker must be one of {RANKERS}, got {self.ranker!r}")
-        if self.top_k < 0:
-            raise ValueError(f"RetrievalConfig.top_k must be >= 0, got {self.top_k}")
+            raise ValueError(f"retrieval.ranker must be one of {RANKERS}, got {self.ranker!r}")
+        if isinstance(self.top_k, bool) or not isinstance(self.top_k, int) or self.top_k < 0:
+            raise ValueError(f"retrieval.top_k must be an integer >= 0 (0 = never retrieve), got {self.top_k!r}")
+        for key in ("min_score", "subcategory_bonus"):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise ValueError(f"retrieval.{key} must be a finite number, got {value!r} (a NaN compares false "
+                                 "with every score, so retrieval would abstain on every problem)")
+        if self.subcategory_bonus < 0:
+            raise ValueError(f"retrieval.subcategory_bonus must be >= 0, got {self.subcategory_bonus!r}")
+        if self.min_score > 1.0 + self.subcategory_bonus:
+            raise ValueError(f"retrieval.min_score={self.min_score!r} is above the highest possible score "
+                             f"{1.0 + self.subcategory_bonus:g} (relevance <= 1 plus subcategory_bonus), so retrieval "
+                             "would abstain on every problem")
 
 
 @dataclass(frozen=True)
