@@ -313,6 +313,10 @@ def test_prepare_argv_keeps_hydra_flags_before_the_overrides():
 
     assert prepare_argv(["-m", "+target=scripted", "limit=1"]) == ["-m", "+bank=demo", "+target=scripted", "limit=1"]
     assert prepare_argv(["--cfg", "job", "limit=1"])[:2] == ["--cfg", "job"]
+    assert prepare_argv(["+target=scripted", "limit=1", "-m", "seed=1,2"]) == \
+        ["-m", "+bank=demo", "+target=scripted", "limit=1", "seed=1,2"]
+    assert prepare_argv(["--info", "limit=1"]) == ["--info", "+target=qwen25_coder_05b", "+bank=demo", "limit=1"]
+    assert prepare_argv(["--info", "plugins"])[:2] == ["--info", "plugins"]
 
 
 def test_override_problems_skips_option_values():

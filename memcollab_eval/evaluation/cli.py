@@ -70,11 +70,29 @@ def prepare_argv(argv: list[str]) -> list[str]:
             arg = "+" + arg
         out.append(arg)
     defaults = [f"+{group}={default}" for group, default in APPENDED_GROUPS.items() if group not in seen]
-    # argparse wants the overrides in one run of positionals: the defaults go before the first
-    # override, after Hydra's own options (-m, --cfg job, ...), wherever the user put those
-    at = next((i for i, arg in enumerate(out) if not arg.startswith("-")
-               and (i == 0 or out[i - 1] not in HYDRA_VALUE_OPTIONS)), len(out))
-    return out[:at] + defaults + out[at:]
+    options, overrides = _split_options(out)
+    return options + defaults + overrides  # argparse wants the overrides in one run of positionals
+
+
+_INFO_CHOICES = {"all", "config", "defaults", "defaults-tree", "plugins", "searchpath"}
+
+
+def _split_options(args: list[str]) -> tuple[list[str], list[str]]:
+    """Hydra's own options (``-m``, ``--cfg job``, ...) with their values, and the overrides: a flag
+    put between overrides (``a=1 -m b=2``) would otherwise cut argparse's run of positionals."""
+    options, overrides, i = [], [], 0
+    while i < len(args):
+        arg = args[i]
+        if not arg.startswith("-"):
+            overrides.append(arg)
+        else:
+            options.append(arg)
+            nxt = args[i + 1] if i + 1 < len(args) else None
+            if arg in HYDRA_VALUE_OPTIONS and nxt is not None and (arg not in ("--info", "-i") or nxt in _INFO_CHOICES):
+                options.append(nxt)
+                i += 1
+        i += 1
+    return options, overrides
 
 
 def _check_options(group: str, value: str) -> None:
