@@ -85,7 +85,8 @@ def to_runtime(node: Any, **extra: Any) -> Any:
     return node.runtime_class(**{f.name: getattr(node, f.name) for f in fields(node)}, **extra)
 
 
-RetrievalConfigNode = hydra_schema(RetrievalConfig, ("top_k", "use_categories", "model_filter", "min_score", "ranker"))
+RetrievalConfigNode = hydra_schema(RetrievalConfig, ("top_k", "use_categories", "model_filter", "min_score", "ranker",
+                                                    "encoder", "selector", "llm_candidates"))
 SandboxConfigNode = hydra_schema(SandboxConfig, ("timeout", "memory_mb", "workers", "allow_weak_isolation"))
 AgentConfigNode = hydra_schema(AgentConfig, ("max_turns", "output_chars", "block_timeout"))
 

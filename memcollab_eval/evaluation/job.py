@@ -24,12 +24,15 @@ from memcollab_eval.agent.agent_lm import AgentLM
 from memcollab_eval.agent.messages import PROTOCOL_VERSION
 from memcollab_eval.bank.store import BankError, MemoryBank, load_bank
 from memcollab_eval.config import BENCHMARK_NAMES, EvalConf, protocol_problems, runtime_problems
+from memcollab_eval.embedding import load_encoder
 from memcollab_eval.errors import UsageError
 from memcollab_eval.evaluation.report import collect, reach, write_report
 from memcollab_eval.evaluation.summary import BenchmarkRow, format_table, run_record, summarize, write_summary
 from memcollab_eval.evaluation.tasks import MemorySetup, task_config, task_name
 from memcollab_eval.hydra_app import dir_problem
 from memcollab_eval.models.generation import build_lm
+from memcollab_eval.retrieval_llm import LMChooser
+from memcollab_eval.retrieve import RetrievalConfig
 from memcollab_eval.subsets import selected_samples, subset_problems, uses_samples
 
 __all__ = ["BenchmarkRow", "UsageError", "evaluate", "format_table", "preflight"]  # the summary's two: re-exported
@@ -146,11 +149,17 @@ def agent_turn_cache(cache_dir: Path, identity: str) -> Path:
     return cache_dir / f"{identity}.agent-turns.db"
 
 
-def build_tasks(cfg: EvalConf) -> list[dict[str, Any]]:
+def build_tasks(cfg: EvalConf, lm: Any = None) -> list[dict[str, Any]]:
+    """The task twins of every benchmark. ``lm`` is the built target model: under
+    ``retrieval.selector=llm`` it picks the entries (prompting-based retrieval); under
+    ``protocol=agent`` its inner model does, with one plain reply per problem."""
     setup = None
     if cfg.bank.path is not None:
         bank = load_bank(cfg.bank.path, build_hint=cfg.bank.build_command)
-        setup = MemorySetup(bank, cfg.retrieval_config(), cfg.target.identity)
+        retrieval = cfg.retrieval_config()
+        if retrieval.ranker == "embedding":
+            load_encoder(retrieval.encoder)  # fails here, naming the package to install, not inside lm-eval
+        setup = MemorySetup(bank, retrieval, cfg.target.identity, chooser=entry_chooser(cfg, retrieval, lm))
     sandbox = cfg.sandbox_config()
     tasks = []
     for benchmark in cfg.benchmarks:
@@ -158,6 +167,16 @@ def build_tasks(cfg: EvalConf) -> list[dict[str, Any]]:
             tasks.append(task_config(benchmark, data_dir=cfg.data_dir, setup=twin_setup,
                                      max_gen_toks=cfg.max_gen_toks, sandbox=sandbox))
     return tasks
+
+
+def entry_chooser(cfg: EvalConf, retrieval: RetrievalConfig, lm: Any) -> LMChooser | None:
+    """The target model as the entry chooser of ``selector=llm`` (None for the other selectors)."""
+    if retrieval.selector != "llm":
+        return None
+    if lm is None:
+        raise UsageError("retrieval.selector=llm needs the target model to pick entries: pass the built lm to "
+                         "build_tasks(cfg, lm)")
+    return LMChooser(lm.inner if isinstance(lm, AgentLM) else lm, chat=cfg.target.apply_chat_template)
 
 
 def evaluate(cfg: EvalConf, run_dir: Path) -> list[BenchmarkRow]:
@@ -168,7 +187,7 @@ def evaluate(cfg: EvalConf, run_dir: Path) -> list[BenchmarkRow]:
     started = time.perf_counter()  # the run record's wall time
     preflight(cfg)
     lm, cache = build_model(cfg)
-    tasks = build_tasks(cfg)
+    tasks = build_tasks(cfg, lm)
     tracker = EvaluationTracker(output_path=str(run_dir))
     limit, chosen = cfg.limit, None  # lm-eval takes either a limit or chosen indices
     if uses_samples(dict(cfg.limits), cfg.subset):
