@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import read_jsonl
 
 from memcollab_eval.verify import math_answer
 from memcollab_eval.verify.math_answer import check_answer, check_answers, extract_answer
@@ -27,17 +28,8 @@ def _golden_cases() -> list[dict[str, str]]:
         return [json.loads(line) for line in f if line.strip()]
 
 
-def _data_dir() -> Path:
-    env = os.environ.get("MEMCOLLAB_DATA_DIR")
-    return Path(env) if env else Path(__file__).resolve().parents[1].parent / "shared" / "data"
-
-
 def _read_jsonl(relative: str) -> list[dict]:
-    path = _data_dir() / relative
-    if not _data_dir().is_dir():
-        pytest.skip(f"benchmark data directory {_data_dir()} is absent (set MEMCOLLAB_DATA_DIR)")
-    with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f]
+    return read_jsonl(relative)  # the evaluation sets shipped in the package
 
 
 def _statuses(verdicts: list[Verdict]) -> list[str]:
@@ -271,12 +263,12 @@ def test_math500_golds_verify_themselves_and_perturbed_golds_fail() -> None:
     golds = [row["answer"] for row in _read_jsonl("math500/test.jsonl")]
     assert len(golds) == 500
     verdicts = check_answers([(f"The answer is $\\boxed{{{g}}}$.", g, "math") for g in golds], workers=2)
-    failures = [(g, v) for g, v in zip(golds, verdicts) if not v.passed]
+    failures = [(g, v) for g, v in zip(golds, verdicts, strict=False) if not v.passed]
     assert not failures, failures[:10]
 
     perturbed = [(g, _perturb_first_digit(g)) for g in golds if re.search(r"\d", g)]
     verdicts = check_answers([(f"$\\boxed{{{p}}}$", g, "math") for g, p in perturbed], workers=2)
-    wrongly_passed = [(g, p) for (g, p), v in zip(perturbed, verdicts) if v.status != "fail"]
+    wrongly_passed = [(g, p) for (g, p), v in zip(perturbed, verdicts, strict=False) if v.status != "fail"]
     assert len(perturbed) > 400 and not wrongly_passed, wrongly_passed[:10]
 
 
@@ -289,9 +281,9 @@ def test_gsm8k_golds_verify_themselves_and_off_by_one_fails() -> None:
     own_text = check_answers([(f, f, "gsm8k") for f in fields], workers=2)
     assert sum(v.passed for v in own_text) == 1319, [v for v in own_text if not v.passed][:5]
 
-    stated = check_answers([(f"The answer is {n}.", f, "gsm8k") for n, f in zip(numbers, fields)], workers=2)
+    stated = check_answers([(f"The answer is {n}.", f, "gsm8k") for n, f in zip(numbers, fields, strict=False)], workers=2)
     assert sum(v.passed for v in stated) == 1319, [v for v in stated if not v.passed][:5]
 
     off_by_one = [f"The answer is {int(n.replace(',', '')) + 1}." for n in numbers]
-    wrong = check_answers([(r, f, "gsm8k") for r, f in zip(off_by_one, fields)], workers=2)
+    wrong = check_answers([(r, f, "gsm8k") for r, f in zip(off_by_one, fields, strict=False)], workers=2)
     assert _statuses(wrong) == ["fail"] * 1319

@@ -53,6 +53,7 @@ from memcollab_eval.bank.store import (
     utf8_where,
 )
 from memcollab_eval.categorize import TAXONOMY
+from memcollab_eval.packaged_data import data_file
 
 NEAR_DUP_THRESHOLD = 0.8
 LEAK_NGRAM = 8
@@ -222,14 +223,15 @@ def duplicate_findings(entries: Sequence[LocatedEntry], file: str,
 
 
 @lru_cache(maxsize=4)
-def eval_problems(data_dir: str) -> tuple[tuple[str, str], ...]:
-    """(problem id, problem text) of every evaluation problem, ids as the evaluation logs them."""
+def eval_problems(data_dir: str | None = None) -> tuple[tuple[str, str], ...]:
+    """(problem id, problem text) of every evaluation problem, ids as the evaluation logs them;
+    ``data_dir`` None reads the evaluation sets shipped in the package."""
     out = []
     for name, spec in BENCHMARKS.items():
-        path = Path(data_dir) / spec.local_file
+        path = data_file(spec.local_file, data_dir)
         if not path.is_file():
-            raise BankCheckError(f"evaluation data for {name} not found at {path}: pass --data-dir (laid out as "
-                                 "../shared/data) or set MEMCOLLAB_DATA_DIR, or --skip-leakage to skip these checks")
+            raise BankCheckError(f"evaluation data for {name} not found at {path}: pass a --data-dir laid out as "
+                                 "memcollab_eval/data, or none to use the package's own copy, or --skip-leakage")
         with open(path, encoding="utf-8") as f:
             out += [(get_spec(name).problem_id(d), get_spec(name).text(d))
                     for d in map(json.loads, filter(str.strip, f))]
