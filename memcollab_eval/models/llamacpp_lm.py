@@ -65,7 +65,10 @@ from memcollab_eval.models.embedded import EMBEDDED_MODELS, resolve_model
 from memcollab_eval.models.generation_usage import GenerationUsage, UsageSummary, summarize_usage
 from memcollab_eval.models.llamacpp_batch import BatchedDecoder, BatchRequest, BatchResult
 from memcollab_eval.models.llamacpp_memory import (
-    KVShape, available_memory_bytes, check_cache_fits, estimate_cache,
+    KVShape,
+    available_memory_bytes,
+    check_cache_fits,
+    estimate_cache,
 )
 from memcollab_eval.models.llamacpp_sampling import sampler_args
 from memcollab_eval.models.llamacpp_scoring import LlamaCppScoring

@@ -50,8 +50,16 @@ import call_channel  # noqa: E402
 import sandbox_candidate  # noqa: E402
 import sandbox_tests  # noqa: E402
 from sandbox_confine import (  # noqa: E402
-    LIBC, PR_SET_DUMPABLE, PR_SET_NO_NEW_PRIVS, WORKER_DENY, child_deny, confine, landlock_abi,
-    landlock_restrict_writes, load_bpf, seccomp_bpf,
+    LIBC,
+    PR_SET_DUMPABLE,
+    PR_SET_NO_NEW_PRIVS,
+    WORKER_DENY,
+    child_deny,
+    confine,
+    landlock_abi,
+    landlock_restrict_writes,
+    load_bpf,
+    seccomp_bpf,
 )
 
 OK_TAG = b"MEMCOLLAB-TESTS-COMPLETED:"
