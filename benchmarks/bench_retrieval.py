@@ -6,7 +6,17 @@ default configuration (TF-IDF, category + model filter). Entries and queries are
 templates with a seeded RNG over the real taxonomy and four model identities, so category/model
 groups have realistic sizes. Categorization is done before timing (it is measured separately).
 
+The embedding ranker (``--embedding-sizes``, default 10k and 100k) is timed with the query's
+embedding included: "p50 us" is one query at a time, encoder forward pass plus ranking, as a
+caller that never calls ``prepare`` sees it; "batched us/q" is a whole run's worth of queries
+embedded in batches by ``Retriever.prepare`` and then retrieved, per query. "build s" there is
+embedding the bank (once per process and bank; a text shared by several entries is embedded once,
+and the banks' lessons are drawn from ``--embedding-distinct`` texts, default 5,000, so a 100k build
+stays within minutes on 2 cores). ``--embedding-queries`` (default 200) bounds the single-query
+timing, whose forward passes dominate.
+
 Run: python benchmarks/bench_retrieval.py [--sizes 1000 10000 100000] [--queries 2000]
+         [--embedding-sizes 10000 100000] [--embedding-queries 200]
 """
 
 from __future__ import annotations
@@ -43,14 +53,17 @@ def _lesson(rng: random.Random) -> tuple[str, str]:
     return enforce, avoid
 
 
-def synthetic_bank(n: int, seed: int) -> MemoryBank:
+def synthetic_bank(n: int, seed: int, distinct: int | None = None) -> MemoryBank:
+    """``distinct``: the entries' lessons are drawn from that many distinct lesson texts (as when one
+    lesson is distilled from many pairs); None: every entry gets its own."""
     rng = random.Random(seed)
+    pool = [_lesson(random.Random(seed + 7 + i)) for i in range(distinct)] if distinct else None
     pairs = [(d, c) for d, cats in TAXONOMY.items() for c in cats]
     entries = []
     for i in range(n):
         domain, cat = rng.choice(pairs)
         preferred, unpreferred = rng.sample(MODELS, 2)
-        enforce, avoid = _lesson(rng)
+        enforce, avoid = rng.choice(pool) if pool else _lesson(rng)
         entries.append(MemoryEntry(
             id=f"syn-{i:06d}", enforce=enforce, avoid=avoid, category=cat,
             subcategory=rng.choice(TAXONOMY[domain][cat]), preferred_model=preferred, unpreferred_model=unpreferred,
@@ -104,11 +117,60 @@ def time_queries(retriever: Retriever, queries: list[tuple[str, Category]]) -> d
     return result
 
 
+def time_embedding(retriever: Retriever, queries: list[tuple[str, Category]]) -> dict[str, float]:
+    """Single-query latency with each query's embedding computed on the spot (a fresh text cache
+    per query), then the batched path: prepare() over all queries, then retrieve() each."""
+    index = retriever._index
+    times = []
+    for text, cat in queries:
+        index._queries.clear()
+        start = time.perf_counter_ns()
+        retriever.retrieve(text, category=cat)
+        times.append((time.perf_counter_ns() - start) / 1000.0)
+    index._queries.clear()
+    start = time.perf_counter()
+    retriever.prepare(queries)
+    empty = sum(not retriever.retrieve(text, category=cat) for text, cat in queries)
+    batched = (time.perf_counter() - start) / len(queries) * 1e6
+    arr = np.asarray(times)
+    return {"p50": float(np.percentile(arr, 50)), "p99": float(np.percentile(arr, 99)), "mean": float(arr.mean()),
+            "batched": batched, "abstain": empty / len(queries)}
+
+
+def bench_embedding(sizes: list[int], n_queries: int, seed: int, distinct: int) -> None:
+    queries = synthetic_queries(n_queries, seed)
+    configs = {
+        "embedding cat+model": RetrievalConfig(ranker="embedding"),
+        "embedding no filters": RetrievalConfig(ranker="embedding", use_categories=False, model_filter=False),
+    }
+    header = (f"{'entries':>8}  {'config':<26} {'build s':>8} {'p50 us':>8} {'p99 us':>8} {'mean us':>8}"
+              f" {'batched us/q':>13} {'abstain':>8}")
+    print(f"\nembedding ranker ({configs['embedding cat+model'].encoder}, numpy forward pass; query embedding "
+          f"included; {n_queries} queries; lessons drawn from {distinct} distinct texts, each embedded once)")
+    print(header)
+    print("-" * len(header))
+    for size in sizes:
+        bank = synthetic_bank(size, seed, distinct)
+        for i, (name, cfg) in enumerate(configs.items()):
+            start = time.perf_counter()
+            retriever = Retriever(bank, cfg, MODELS[1])
+            build = time.perf_counter() - start  # the second config reuses the bank's vectors
+            r = time_embedding(retriever, queries)
+            shown = f"{build:>8.1f}" if i == 0 else f"{'(same)':>8}"
+            print(f"{size:>8}  {name:<26} {shown} {r['p50']:>8.0f} {r['p99']:>8.0f} {r['mean']:>8.0f}"
+                  f" {r['batched']:>13.0f} {r['abstain']:>8.1%}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", default=[1_000, 10_000, 100_000])
     parser.add_argument("--queries", type=int, default=2_000)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--embedding-sizes", type=int, nargs="*", default=[10_000, 100_000],
+                        help="bank sizes for the embedding ranker (none: skip it)")
+    parser.add_argument("--embedding-queries", type=int, default=200)
+    parser.add_argument("--embedding-distinct", type=int, default=5_000,
+                        help="distinct lesson texts in the embedding banks (the encoder's cost of a build)")
     args = parser.parse_args()
 
     start = time.perf_counter()
@@ -139,6 +201,8 @@ def main() -> None:
     if p50_default_10k is not None:
         verdict = "OK" if p50_default_10k < 1000 else "MISSED"
         print(f"\ntarget p50 < 1000 us at 10k entries (default config): {p50_default_10k:.1f} us -> {verdict}")
+    if args.embedding_sizes:
+        bench_embedding(args.embedding_sizes, args.embedding_queries, args.seed, args.embedding_distinct)
 
 
 if __name__ == "__main__":

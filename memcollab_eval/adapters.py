@@ -7,19 +7,20 @@ but the memory text, and so that bank building prompts the same way. Each benchm
 class: what differs between benchmarks is a method of its adapter, not an ``if name ==``
 chain in every function. Scoring lives in :mod:`memcollab_eval.scoring` (it needs the
 verifiers); what the agent protocol adds lives in :mod:`memcollab_eval.agent.task_fields`.
-This module imports nothing of the project.
+This module imports nothing of the project but :mod:`memcollab_eval.packaged_data` (the shipped
+evaluation sets).
 """
 
 from __future__ import annotations
 
 import ast
 import hashlib
-import os
 import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
+
+from memcollab_eval.packaged_data import data_file
 
 MATH_INSTRUCTION = (
     "Solve the following math problem. Reason step by step, then give the final answer "
@@ -51,7 +52,7 @@ class BenchmarkSpec:
     hub_path: str
     hub_name: str | None
     hub_split: str
-    local_file: str  # relative to the data directory (laid out as ../shared/data)
+    local_file: str  # relative to the data directory, laid out as the package's own copy (memcollab_eval/data)
     max_gen_toks: int
 
     def problem_id(self, doc: dict, split: str = "test") -> str:
@@ -87,22 +88,18 @@ class BenchmarkSpec:
         raise NotImplementedError(f"{self.name} is not a code benchmark")
 
     def dataset_fields(self, data_dir: str | None) -> dict[str, Any]:
-        """lm-eval task keys that load the split: a local JSONL under ``data_dir``, else the hub."""
-        if data_dir:
-            path = Path(data_dir).expanduser().resolve() / self.local_file
-            if not path.exists():
-                raise FileNotFoundError(
-                    f"{self.name}: local data file {path} not found (data_dir={data_dir!r}); "
-                    f"lay the directory out as ../shared/data is, or unset data_dir to use the hub"
-                )
-            return {"dataset_path": "json", "dataset_name": None, "dataset_kwargs": {"data_files": {"test": str(path)}},
-                    "test_split": "test"}
-        if os.environ.get("HF_HUB_OFFLINE") == "1" or os.environ.get("HF_DATASETS_OFFLINE") == "1":
+        """lm-eval task keys that load the split from a local JSONL: ``data_dir``'s copy, or with
+        ``data_dir`` unset the one shipped in the package (sha256-checked). Never the hub."""
+        path = data_file(self.local_file, data_dir)
+        if not path.exists():
             raise FileNotFoundError(
-                f"{self.name}: offline (HF_HUB_OFFLINE/HF_DATASETS_OFFLINE set) and no local data: "
-                "set data_dir=/path/to/data or MEMCOLLAB_DATA_DIR (laid out as ../shared/data)"
+                f"{self.name}: local data file {path} not found (data_dir={data_dir!r}, which defaults to "
+                f"$MEMCOLLAB_DATA_DIR); lay the directory out as memcollab_eval/data is ({self.local_file}), "
+                "or unset data_dir (data_dir=null) and MEMCOLLAB_DATA_DIR to use the evaluation sets shipped "
+                "with the package"
             )
-        return {"dataset_path": self.hub_path, "dataset_name": self.hub_name, "test_split": self.hub_split}
+        return {"dataset_path": "json", "dataset_name": None, "dataset_kwargs": {"data_files": {"test": str(path)}},
+                "test_split": "test"}
 
 
 class Math500(BenchmarkSpec):

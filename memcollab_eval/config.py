@@ -9,6 +9,8 @@ converted back in one place (:func:`to_runtime`), so no field is copied by hand.
 
 from __future__ import annotations
 
+import math
+import os
 from dataclasses import MISSING as DC_MISSING
 from dataclasses import dataclass, field, fields, make_dataclass
 from typing import Any, Optional, get_type_hints
@@ -83,19 +85,67 @@ def to_runtime(node: Any, **extra: Any) -> Any:
     return node.runtime_class(**{f.name: getattr(node, f.name) for f in fields(node)}, **extra)
 
 
-RetrievalConfigNode = hydra_schema(RetrievalConfig, ("top_k", "use_categories", "model_filter", "min_score", "ranker"))
+RetrievalConfigNode = hydra_schema(RetrievalConfig, ("top_k", "use_categories", "model_filter", "min_score", "ranker",
+                                                    "encoder", "selector", "llm_candidates"))
 SandboxConfigNode = hydra_schema(SandboxConfig, ("timeout", "memory_mb", "workers", "allow_weak_isolation"))
 AgentConfigNode = hydra_schema(AgentConfig, ("max_turns", "output_chars", "block_timeout"))
 
 
+# Floors below which the sandbox cannot run an ordinary program, measured on this project's 2-core
+# CI machine: a trivial program takes ~0.04 s end to end (at 0.05 s some runs already time out), and
+# under a 48 MB address-space limit building a list of a million ints fails with MemoryError (16 MB:
+# already 100,000), at 64 MB it passes. Below them code problems fail or time out for want of room
+# or time, and code accuracy reads near 0 without a word.
+SANDBOX_MIN_TIMEOUT = 0.5  # seconds
+SANDBOX_MIN_MEMORY_MB = 64
+
+
+def max_sandbox_workers() -> int:
+    """More sandbox workers than 4 per CPU only queue for the same cores (each is a confined process
+    tree started up front)."""
+    return max(8, 4 * (os.cpu_count() or 1))
+
+
+def _timeout_problem(key: str, value: Any) -> list[str]:
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) \
+            and value >= SANDBOX_MIN_TIMEOUT:
+        return []
+    return [f"{key} must be a finite number of seconds >= {SANDBOX_MIN_TIMEOUT:g}, got {value!r} (a trivial program "
+            "takes ~0.04 s in the sandbox; below that floor every code run times out)"]
+
+
+def sandbox_problems(node: Any) -> list[str]:
+    """Range errors of a sandbox node (the sandbox's own dataclass is owned by verify/ and checks no ranges)."""
+    problems = _timeout_problem("sandbox.timeout", node.timeout)
+    if node.memory_mb < SANDBOX_MIN_MEMORY_MB:
+        problems.append(f"sandbox.memory_mb must be >= {SANDBOX_MIN_MEMORY_MB} (the address-space limit of each "
+                        f"program, in MB; below it ordinary programs fail with MemoryError), got {node.memory_mb}")
+    top = max_sandbox_workers()
+    if not 1 <= node.workers <= top:
+        problems.append(f"sandbox.workers must be between 1 and {top} (4 per CPU of this machine, at least 8), "
+                        f"got {node.workers}")
+    return problems
+
+
+def agent_problems(node: Any) -> list[str]:
+    """What AgentConfig's own checks let through: a NaN or infinite block timeout, or one below the sandbox's floor."""
+    return _timeout_problem("agent.block_timeout", node.block_timeout)
+
+
+_RANGE_CHECKS = {"sandbox": sandbox_problems, "agent": agent_problems}
+
+
 def runtime_problems(**nodes: Any) -> list[str]:
-    """Validation errors of the runtime configs behind ``nodes`` (key -> node), one line each."""
+    """Validation errors of the runtime configs behind ``nodes`` (key -> node), one line each: the
+    runtime class's own ``__post_init__`` checks, then the ranges of :data:`_RANGE_CHECKS`."""
     problems = []
     for key, node in nodes.items():
         try:
             to_runtime(node)
         except (TypeError, ValueError) as exc:
             problems.append(str(exc) if str(exc).startswith(f"{key}.") else f"{key}: {exc}")
+            continue
+        problems.extend(_RANGE_CHECKS.get(key, lambda _: [])(node))
     return problems
 
 

@@ -111,8 +111,8 @@ def circles(edges: dict[str, set[str]]) -> list[list[str]]:
 # The stages from the ground floor up. A module may import only from its own floor or below;
 # the command aliases (``__main__`` modules and ``build.py``) stand on the top floor.
 FLOORS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("foundation", ("errors", "sample_fields", "jsonl_store", "adapters", "categorize", "verify")),
-    ("memory", ("bank", "retrieve", "subsets")),
+    ("foundation", ("errors", "sample_fields", "jsonl_store", "packaged_data", "adapters", "categorize", "verify")),
+    ("memory", ("bank", "embedding", "retrieval_llm", "retrieve", "subsets")),
     ("agent protocol and scoring", ("agent", "scoring")),
     ("run configuration", ("config",)),
     ("models and the Hydra runner", ("models", "hydra_app")),

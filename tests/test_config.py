@@ -32,8 +32,9 @@ def test_every_target_and_bank_composes(target, bank):
 def test_every_retrieval_option_composes(retrieval):
     cfg = compose_eval([f"retrieval={retrieval}"])
     assert cfg.retrieval.top_k == 3
-    assert (retrieval != "no_model_filter") == cfg.retrieval.model_filter
-    assert (retrieval != "no_category") == cfg.retrieval.use_categories
+    full_bank = retrieval in ("embedding_full_bank", "prompting")  # the paper's ablations: no filters
+    assert (retrieval != "no_model_filter" and not full_bank) == cfg.retrieval.model_filter
+    assert (retrieval != "no_category" and not full_bank) == cfg.retrieval.use_categories
 
 
 def test_defaults_are_the_embedded_cpu_model_and_demo_bank():

@@ -43,3 +43,20 @@ def test_memory_reaches_the_real_models_prompt_and_verifiers_score_it(real_run):
     assert injected >= 3
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["generation_requests"] == 8 and 0.0 <= summary["truncation_rate"] <= 1.0
+
+
+def test_the_run_record_cites_the_model_file(real_run):
+    """The embedded GGUF is cited by its pinned sha256 (verified when it was assembled), and the
+    record has llama.cpp's speed and the sampler settings it filled in for the greedy requests."""
+    from memcollab_eval.models.embedded import EMBEDDED_MODELS
+
+    run_dir, _ = real_run
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["backend"] == "llama_cpp"
+    assert summary["model"]["sha256"] == EMBEDDED_MODELS["smollm2_135m"].sha256
+    assert summary["model"]["path"].endswith(EMBEDDED_MODELS["smollm2_135m"].filename)
+    gen = summary["generation"]
+    assert gen["completion_tokens"] > 0 and gen["tokens_per_second"] > 0 and gen["tokens_per_second_per_request"] > 0
+    defaults = summary["sampling"]["backend_defaults"]
+    assert defaults["temperature"] == 0.0 and defaults["top_k"] == 0 and defaults["repeat_penalty"] == 1.0
+    assert (run_dir / "report.html").is_file()

@@ -429,3 +429,15 @@ def test_leaderboard_and_attribution_read_the_list_form_as_the_string_form(tmp_p
         shutil.rmtree(cfg)
     alone = attribute(new)
     assert alone.bank_dir is None and alone.texts and all(t.startswith("enforce ") for t in alone.texts.values())
+
+
+def test_row_names_leave_out_retrieval_settings_at_their_defaults():
+    """min_score null is the ranker's own threshold (0.05 for tfidf): neither it nor an explicit 0.05
+    (runs before null existed) is a setting that names a row; a changed value is."""
+    from memcollab_eval.leaderboard.runs import _source
+
+    assert _source("demo", {"retrieval": {"min_score": None, "top_k": 3, "ranker": "tfidf"}}) == "demo"
+    assert _source("demo", {"retrieval": {"min_score": 0.05, "model_filter": True}}) == "demo"
+    assert _source("demo", {"retrieval": {"min_score": 0.2, "model_filter": False}}) == \
+        "demo [min_score=0.2, model_filter=false]"
+    assert _source("demo", {"retrieval": {"ranker": "bm25", "min_score": None}}) == "demo [ranker=bm25]"

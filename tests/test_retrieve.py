@@ -17,7 +17,15 @@ import pytest
 
 from memcollab_eval.bank.store import MemoryEntry, load_bank
 from memcollab_eval.categorize import TAXONOMY, Category
-from memcollab_eval.retrieve import MEMORY_HEADER, RetrievalConfig, Retrieved, Retriever, analyze, render_memory
+from memcollab_eval.retrieve import (
+    MEMORY_HEADER,
+    RetrievalConfig,
+    Retrieved,
+    Retriever,
+    analyze,
+    entry_text,
+    render_memory,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 FIXTURE = REPO / "tests" / "data" / "bank_fixture"
@@ -226,3 +234,185 @@ def test_demo_bank_retrieves_for_a_word_problem():
     text = "A shop sells pens at a fixed price each. After a discount on the whole order, what is the total cost?"
     got = r.retrieve(text, category=Category("Prealgebra", "money"))
     assert 1 <= len(got) <= 3 and all(x.entry.category == "Prealgebra" for x in got)
+
+
+# ---- ranker=embedding (a deterministic stand-in encoder; the real one: tests/test_embedding.py) ----
+
+class BagEncoder:
+    """Stand-in for the sentence encoder: unit vectors of hashed word counts (``analyze``), so
+    texts that share words are close. Records every batch it is asked to encode."""
+
+    dim = 64
+
+    def __init__(self) -> None:
+        self.calls: list[list[str]] = []
+
+    def encode(self, texts, batch_size: int = 32) -> np.ndarray:
+        import zlib
+
+        self.calls.append(list(texts))
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        for i, text in enumerate(texts):
+            for word in analyze(text):
+                out[i, zlib.crc32(word.encode()) % self.dim] += 1.0
+            norm = np.linalg.norm(out[i])
+            if norm:
+                out[i] /= norm
+        return out
+
+
+@pytest.fixture
+def bag(monkeypatch):
+    import memcollab_eval.retrieve as retrieve_module
+
+    encoder = BagEncoder()
+    monkeypatch.setattr(retrieve_module, "load_encoder", lambda name: encoder)
+    retrieve_module._bank_vectors.cache_clear()
+    yield encoder
+    retrieve_module._bank_vectors.cache_clear()
+
+
+def test_embedding_min_score_defaults_to_the_calibrated_threshold():
+    from memcollab_eval.embedding import MINILM
+
+    assert RetrievalConfig().min_score == 0.05
+    assert RetrievalConfig(ranker="bm25").min_score == 0.05
+    assert RetrievalConfig(ranker="embedding").min_score == MINILM.min_score
+    assert RetrievalConfig(ranker="embedding", min_score=0.2).min_score == 0.2
+    with pytest.raises(ValueError, match="encoder"):
+        RetrievalConfig(ranker="embedding", encoder="no-such-model")
+
+
+def test_embedding_ranker_filters_and_ranks(bank, bag):
+    r = Retriever(bank, RetrievalConfig(ranker="embedding", top_k=10, min_score=0.0), "model_a")
+    got = r.retrieve(QUADRATIC, category=ALGEBRA_QUAD)
+    assert set(ids(got)) == {"alg-1", "alg-2"}  # category + model filter as for the lexical rankers
+    assert ids(got)[0] == "alg-1"
+    scores = [x.score for x in got]
+    assert scores == sorted(scores, reverse=True) and all(-1.0 <= s <= 1.0 + 0.05 for s in scores)
+    full = Retriever(bank, RetrievalConfig(ranker="embedding", top_k=3, use_categories=False, model_filter=False,
+                                           min_score=0.0), "model_z")
+    assert ids(full.retrieve("What is the area of a circle whose diameter is given? Use the radius.",
+                             category=ALGEBRA_QUAD))[0] == "geo-1"
+
+
+def test_embedding_ranker_abstains_below_min_score(bank, bag):
+    r = Retriever(bank, RetrievalConfig(ranker="embedding", min_score=0.99, use_categories=False), "model_a")
+    assert r.retrieve("zebra xylophone", category=None) == []
+
+
+def test_embedding_bank_is_embedded_once_and_queries_in_one_batch(bank, bag):
+    cfg = RetrievalConfig(ranker="embedding", top_k=2, min_score=0.0, use_categories=False)
+    first = Retriever(bank, cfg, "model_a")
+    second = Retriever(bank, cfg, "model_b")  # another twin/benchmark of the same run: same bank vectors
+    assert len(bag.calls) == 1 and bag.calls[0] == list(dict.fromkeys(entry_text(e) for e in bank.entries))  # tie-a/b once
+    queries = [(QUADRATIC, None), ("circle radius", None), (QUADRATIC, None), ("percentage of the amount", None)]
+    one_by_one = [Retriever(bank, cfg, "model_a").retrieve(t, category=c) for t, c in queries]
+    bag.calls.clear()
+    first.prepare(queries)
+    assert bag.calls == [[QUADRATIC, "circle radius", "percentage of the amount"]]  # unique texts, one batch
+    assert [first.retrieve(t, category=c) for t, c in queries] == one_by_one
+    assert bag.calls == [[QUADRATIC, "circle radius", "percentage of the amount"]]  # no more encoding
+    assert second.retrieve("circle radius", category=None)  # unprepared: encoded on its own
+    assert bag.calls[-1] == ["circle radius"]
+
+
+def test_embedding_empty_bank_abstains(bag):
+    from memcollab_eval.bank.store import BankManifest, MemoryBank
+
+    manifest = BankManifest(name="t", version=1, sha256="0" * 64, n_entries=0, sources=[], summarizer="", config={})
+    r = Retriever(MemoryBank(manifest, ()), RetrievalConfig(ranker="embedding", min_score=0.0), "m")
+    r.prepare([("anything", None)])
+    assert r.retrieve("anything", category=None) == [] and r.candidate_count(None) == 0
+
+
+# ---- selector=llm: the target model picks (scripted test double) ---------------------------
+
+def scripted_chooser(rules: list[tuple[str, str]], tmp_path, default: str | None = None):
+    import json
+
+    from memcollab_eval.models.scripted import ScriptedLM
+    from memcollab_eval.retrieval_llm import LMChooser
+
+    path = tmp_path / "rules.json"
+    path.write_text(json.dumps([list(r) for r in rules]))
+    lm = ScriptedLM(rules=str(path), default=default)
+    return LMChooser(lm, chat=True), lm
+
+
+def test_llm_selector_keeps_the_models_picks_in_its_order(bank, tmp_path):
+    chooser, lm = scripted_chooser([("Problem:\nSolve the quadratic", "2, 1")], tmp_path)
+    cfg = RetrievalConfig(selector="llm", top_k=3, min_score=0.0, model_filter=False, llm_candidates=4)
+    r = Retriever(bank, cfg, "model_a", chooser=chooser)
+    shortlist = r.rank(QUADRATIC, category=ALGEBRA_QUAD)
+    assert len(shortlist) == 4  # llm_candidates, not top_k
+    got = r.retrieve(QUADRATIC, category=ALGEBRA_QUAD)
+    assert ids(got) == [shortlist[1].entry.id, shortlist[0].entry.id]
+    prompt = lm.prompts[-1]
+    assert prompt.startswith("<user>: ") and "at most 3" in prompt  # chat-rendered, k stated
+    for i, item in enumerate(shortlist, 1):
+        assert f"{i}. {item.entry.render()}" in prompt
+
+
+@pytest.mark.parametrize(("reply", "expected"), [
+    ("none", []), ("None of them.", []), ("I'm not sure", []), ("3", [2]), ("Lessons 4 and 4, then 9", [3]),
+    ("1, 2, 3, 4", [0, 1, 2]), ("\n\n2\n", [1]),
+])
+def test_llm_selector_parses_replies_leniently(bank, tmp_path, reply, expected):
+    chooser, _ = scripted_chooser([], tmp_path, default=reply)
+    cfg = RetrievalConfig(selector="llm", top_k=3, min_score=0.0, model_filter=False, llm_candidates=4)
+    r = Retriever(bank, cfg, "model_a", chooser=chooser)
+    shortlist = r.rank(QUADRATIC, category=ALGEBRA_QUAD)
+    assert ids(r.retrieve(QUADRATIC, category=ALGEBRA_QUAD)) == [shortlist[i].entry.id for i in expected]
+    assert chooser.stats.asked == 1
+    assert chooser.stats.unparsed == (1 if reply == "I'm not sure" else 0)
+
+
+def test_llm_selector_asks_once_for_all_prepared_queries(bank, tmp_path):
+    chooser, lm = scripted_chooser([("circle", "1")], tmp_path, default="none")
+    cfg = RetrievalConfig(selector="llm", top_k=2, model_filter=False, use_categories=False)
+    r = Retriever(bank, cfg, "model_a", chooser=chooser)
+    calls = []
+    original = lm.generate_until
+    lm.generate_until = lambda requests, disable_tqdm=False: calls.append(len(requests)) or original(requests)
+    queries = [(QUADRATIC, None), ("area of a circle from its radius", None), ("zebra xylophone", None)]
+    r.prepare(queries)
+    assert calls == [2]  # one call; the query with no candidate above min_score is not asked
+    assert r.retrieve("zebra xylophone", category=None) == []
+    assert ids(r.retrieve("area of a circle from its radius", category=None)) == ["geo-1"]
+    assert r.retrieve(QUADRATIC, category=None) == []  # the model said none
+    assert calls == [2]
+
+
+def test_llm_selector_without_a_chooser_says_what_is_missing(bank):
+    r = Retriever(bank, RetrievalConfig(selector="llm", min_score=0.0), "model_a")
+    with pytest.raises(RuntimeError, match="chooser"):
+        r.retrieve(QUADRATIC, category=ALGEBRA_QUAD)
+    with pytest.raises(ValueError, match="selector"):
+        RetrievalConfig(selector="vote")
+    with pytest.raises(ValueError, match="llm_candidates"):
+        RetrievalConfig(llm_candidates=0)
+
+
+def test_retrieval_ablation_configs_compose():
+    from hydra import compose, initialize_config_module
+    from omegaconf import OmegaConf
+
+    from memcollab_eval.evaluation.cli import prepare_argv, register_hydra
+
+    register_hydra()
+    with initialize_config_module(config_module="memcollab_eval.conf", version_base="1.3"):
+        def runtime(name):
+            return OmegaConf.to_object(compose(config_name="config", overrides=prepare_argv([f"retrieval={name}"]))).retrieval_config()
+
+        default = runtime("default")
+        assert (default.ranker, default.selector, default.min_score) == ("tfidf", "score", 0.05)
+        dense = runtime("embedding")
+        assert dense.ranker == "embedding" and dense.use_categories and dense.model_filter
+        full = runtime("embedding_full_bank")
+        assert (full.ranker, full.use_categories, full.model_filter) == ("embedding", False, False)
+        assert full.min_score == dense.min_score > 0.05
+        prompting = runtime("prompting")
+        assert (prompting.selector, prompting.ranker, prompting.use_categories, prompting.model_filter) == (
+            "llm", "embedding", False, False)
+        assert prompting.min_score == -1.0 and prompting.llm_candidates == 8

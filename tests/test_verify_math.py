@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import read_jsonl
 
 from memcollab_eval.verify import math_answer
 from memcollab_eval.verify.math_answer import check_answer, check_answers, extract_answer
@@ -27,17 +28,8 @@ def _golden_cases() -> list[dict[str, str]]:
         return [json.loads(line) for line in f if line.strip()]
 
 
-def _data_dir() -> Path:
-    env = os.environ.get("MEMCOLLAB_DATA_DIR")
-    return Path(env) if env else Path(__file__).resolve().parents[1].parent / "shared" / "data"
-
-
 def _read_jsonl(relative: str) -> list[dict]:
-    path = _data_dir() / relative
-    if not _data_dir().is_dir():
-        pytest.skip(f"benchmark data directory {_data_dir()} is absent (set MEMCOLLAB_DATA_DIR)")
-    with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f]
+    return read_jsonl(relative)  # the evaluation sets shipped in the package
 
 
 def _statuses(verdicts: list[Verdict]) -> list[str]:

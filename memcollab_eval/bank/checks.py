@@ -19,6 +19,12 @@ each entry line, sha256, counts) and collects findings, then looks at the conten
 * categories: a taxonomy category of a covered domain with no entry always abstains (a
   warning; an error with ``strict``); an entry whose category is not in the taxonomy can never
   be retrieved (a warning).
+* content (warnings): an empty bank (no memory ever reaches a prompt); an entry whose lesson
+  renders to more than ``MAX_ENTRY_CHARS`` (1,000) characters: the builder's gate keeps lessons of
+  at most 320 and the longest packaged entry has 350, while retrieval puts up to top_k (3) of them
+  in every prompt; an entry that carries an answer (``\\boxed{...}``, "the answer is") or reads
+  as an instruction to the model rather than a lesson ("ignore previous instructions", chat-template
+  control tokens, role headers): what an injected prompt or a copied solution looks like.
 """
 
 from __future__ import annotations
@@ -44,8 +50,10 @@ from memcollab_eval.bank.store import (
     load_bank,
     manifest_from_dict,
     sha256_bytes,
+    utf8_where,
 )
 from memcollab_eval.categorize import TAXONOMY
+from memcollab_eval.packaged_data import data_file
 
 NEAR_DUP_THRESHOLD = 0.8
 LEAK_NGRAM = 8
@@ -56,6 +64,20 @@ EVAL_ID_PATTERNS = (
     (re.compile(r"^HumanEval/\d+$"), "a HumanEval id"),
 )
 _MBPP_ID = re.compile(r"^mbpp/(\d+)$")
+MAX_ENTRY_CHARS = 1000
+SCAN_CHARS = 100 * MAX_ENTRY_CHARS  # how much of a field the content patterns read
+# (check, pattern, what it means): searched in the two fields a prompt shows, enforce and avoid.
+CONTENT_PATTERNS = (
+    ("answer", re.compile(r"\\boxed\s*\{"), "carries a boxed answer"),
+    ("answer", re.compile(r"\b(?:final |correct )?answer is\b", re.I), "states an answer"),
+    ("instruction", re.compile(r"\b(?:ignore|disregard|forget)\s+(?:(?:all|any|the|of|your)\s+)*"
+                               r"(?:previous|prior|above|earlier|preceding|system)\b", re.I),
+     "tells the model to drop its instructions"),
+    ("instruction", re.compile(r"\b(?:system prompt|new instructions?|you are now|from now on)\b", re.I),
+     "addresses the model instead of stating a lesson"),
+    ("instruction", re.compile(r"<\|[A-Za-z_]+\|>|\[/?INST\]"), "holds a chat-template control token"),
+    ("instruction", re.compile(r"(?:^|\n)\s*(?:system|assistant|user)\s*:", re.I), "holds a chat role header"),
+)
 _WHERE = "\x00"  # placeholder location given to bank.py's validators, replaced by our own
 
 
@@ -111,9 +133,13 @@ def read_bank(bank_dir: Path) -> tuple[BankManifest | None, list[LocatedEntry], 
     findings: list[Finding] = []
     manifest = None
     try:
-        manifest = manifest_from_dict(json.loads(manifest_path.read_text(encoding="utf-8")), where=_WHERE)
+        raw_manifest = manifest_path.read_bytes()
+        manifest = manifest_from_dict(json.loads(raw_manifest.decode("utf-8")), where=_WHERE)
     except FileNotFoundError:
         findings.append(Finding("error", "schema", str(manifest_path), None, None, "file is missing"))
+    except UnicodeDecodeError as exc:
+        lineno, detail = utf8_where(raw_manifest, exc)
+        findings.append(Finding("error", "encoding", str(manifest_path), lineno, None, detail))
     except json.JSONDecodeError as exc:
         findings.append(Finding("error", "schema", str(manifest_path), exc.lineno, None, f"invalid JSON ({exc.msg})"))
     except BankError as exc:
@@ -123,7 +149,12 @@ def read_bank(bank_dir: Path) -> tuple[BankManifest | None, list[LocatedEntry], 
     data = entries_path.read_bytes()
     entries: list[LocatedEntry] = []
     first_line: dict[str, int] = {}
-    for lineno, line in enumerate(data.decode("utf-8", errors="replace").split("\n"), start=1):
+    for lineno, raw in enumerate(data.split(b"\n"), start=1):
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:  # reported by line and column, as an editor shows them
+            findings.append(Finding("error", "encoding", str(entries_path), lineno, None, utf8_where(raw, exc)[1]))
+            continue
         if not line.strip():
             continue
         try:
@@ -192,14 +223,15 @@ def duplicate_findings(entries: Sequence[LocatedEntry], file: str,
 
 
 @lru_cache(maxsize=4)
-def eval_problems(data_dir: str) -> tuple[tuple[str, str], ...]:
-    """(problem id, problem text) of every evaluation problem, ids as the evaluation logs them."""
+def eval_problems(data_dir: str | None = None) -> tuple[tuple[str, str], ...]:
+    """(problem id, problem text) of every evaluation problem, ids as the evaluation logs them;
+    ``data_dir`` None reads the evaluation sets shipped in the package."""
     out = []
     for name, spec in BENCHMARKS.items():
-        path = Path(data_dir) / spec.local_file
+        path = data_file(spec.local_file, data_dir)
         if not path.is_file():
-            raise BankCheckError(f"evaluation data for {name} not found at {path}: pass --data-dir (laid out as "
-                                 "../shared/data) or set MEMCOLLAB_DATA_DIR, or --skip-leakage to skip these checks")
+            raise BankCheckError(f"evaluation data for {name} not found at {path}: pass a --data-dir laid out as "
+                                 "memcollab_eval/data, or none to use the package's own copy, or --skip-leakage")
         with open(path, encoding="utf-8") as f:
             out += [(get_spec(name).problem_id(d), get_spec(name).text(d))
                     for d in map(json.loads, filter(str.strip, f))]
@@ -279,6 +311,35 @@ def category_findings(entries: Sequence[LocatedEntry], file: str) -> list[Findin
     return findings
 
 
+def content_findings(entries: Sequence[LocatedEntry], file: str, max_chars: int = MAX_ENTRY_CHARS) -> list[Finding]:
+    """Warnings about what an entry would put into a prompt: its size, an answer, an instruction."""
+    findings = []
+    for e in entries:
+        size = len(e.entry.render())
+        if size > max_chars:
+            findings.append(Finding("warning", "oversized", file, e.line, e.entry.id,
+                                    f"the lesson renders to {size:,} characters, over the limit of {max_chars:,} characters "
+                                    f"(a lesson is a sentence or two; retrieval puts up to top_k of them in a prompt)"))
+        for field in ("enforce", "avoid"):
+            # an oversized entry is warned about already; its head is enough to see what it is (a regex
+            # pass over a 50 MB field takes seconds per pattern)
+            text, reported = getattr(e.entry, field)[:SCAN_CHARS], set()
+            for check, pattern, meaning in CONTENT_PATTERNS:
+                hit = None if check in reported else pattern.search(text)
+                if hit:  # the first pattern of each kind: an injected entry is both an instruction and an answer
+                    reported.add(check)
+                    findings.append(Finding("warning", check, file, e.line, e.entry.id,
+                                            f"field {field!r} {meaning}: {_snippet(text, hit)}"))
+    return findings
+
+
+def _snippet(text: str, hit: re.Match, context: int = 30) -> str:
+    """The matched words with a little context, quoted: enough to judge, never a 50 MB line."""
+    start, end = max(0, hit.start() - context), min(len(text), hit.end() + context)
+    body = ("..." if start else "") + text[start:end] + ("..." if end < len(text) else "")
+    return '"' + body.replace("\n", "\\n") + '"'
+
+
 def coverage(entries: Iterable[MemoryEntry]) -> dict[tuple[str, str], int]:
     """Entry counts per (category, "preferred > unpreferred")."""
     return dict(Counter((e.category, f"{e.preferred_model} > {e.unpreferred_model}") for e in entries))
@@ -313,4 +374,9 @@ def check_bank(bank_dir: str | Path, *, data_dir: str | Path | None, near_dup_th
         findings += leak_findings(entries, file, str(Path(data_dir).resolve()), ngram)
     findings += source_findings(entries, file, eval_ids)
     findings += category_findings(entries, file)
+    findings += content_findings(entries, file)
+    if not entries and not any(f.level == "error" for f in findings):
+        findings.append(Finding("warning", "empty-bank", file, None, None,
+                                "the bank has no entries: no memory ever reaches a prompt, so an evaluation with it "
+                                "repeats the no-memory run"))
     return CheckReport(bank_dir, manifest, tuple(entries), tuple(findings))

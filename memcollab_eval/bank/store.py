@@ -182,6 +182,20 @@ def manifest_from_dict(obj: Any, *, where: str) -> BankManifest:
     return BankManifest(**{**obj, "sources": list(obj["sources"]), "config": dict(obj["config"])})
 
 
+def utf8_where(data: bytes, exc: UnicodeDecodeError) -> tuple[int, str]:
+    """(line, description) of a UTF-8 decoding error of ``data``, as an editor shows it: 1-based
+    line and column (in characters), not the byte offset ``UnicodeDecodeError`` gives."""
+    line_start = data.rfind(b"\n", 0, exc.start) + 1
+    column = len(data[line_start:exc.start].decode("utf-8", errors="replace")) + 1
+    bad = " ".join(f"0x{b:02x}" for b in data[exc.start:exc.end])
+    return data.count(b"\n", 0, exc.start) + 1, f"not valid UTF-8 (byte {bad} at column {column}: {exc.reason})"
+
+
+def utf8_error(data: bytes, exc: UnicodeDecodeError, source: str) -> str:
+    lineno, detail = utf8_where(data, exc)
+    return f"{source} line {lineno}: {detail}"
+
+
 def parse_entries(data: bytes, *, source: str) -> tuple[MemoryEntry, ...]:
     """Decode and validate every line of an entries file; blank lines are skipped.
 
@@ -190,19 +204,21 @@ def parse_entries(data: bytes, *, source: str) -> tuple[MemoryEntry, ...]:
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise BankError(f"{source}: not valid UTF-8 ({exc})") from None
+        raise BankError(utf8_error(data, exc, source)) from None
     entries: list[MemoryEntry] = []
     first_line: dict[str, int] = {}
     # split("\n"), not splitlines(): the latter also breaks at U+2028 etc., which json.dumps with
     # ensure_ascii=False leaves unescaped inside strings.
-    for lineno, line in enumerate(text.split("\n"), start=1):
+    lines = text.split("\n")
+    for lineno, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         where = f"{source} line {lineno}"
         try:
             obj = json.loads(line)
         except json.JSONDecodeError as exc:
-            raise BankError(f"{where}: invalid JSON ({exc.msg} at column {exc.colno})") from None
+            cut = " (the file ends inside this line: a truncated copy?)" if lineno == len(lines) else ""
+            raise BankError(f"{where}: invalid JSON ({exc.msg} at column {exc.colno}){cut}") from None
         entry = entry_from_dict(obj, where=where)
         if entry.id in first_line:
             raise BankError(
@@ -231,12 +247,13 @@ def load_bank(path: str | Path, *, build_hint: str = "") -> MemoryBank:
         if not required.is_file():
             raise BankError(f"memory bank at {bank_dir} is incomplete: {required.name} is missing{hint}")
 
+    raw_manifest = manifest_path.read_bytes()
     try:
-        manifest_obj = json.loads(manifest_path.read_text(encoding="utf-8"))
+        manifest_obj = json.loads(raw_manifest.decode("utf-8"))
     except json.JSONDecodeError as exc:
         raise BankError(f"{manifest_path} line {exc.lineno}: invalid JSON ({exc.msg})") from None
     except UnicodeDecodeError as exc:
-        raise BankError(f"{manifest_path}: not valid UTF-8 ({exc})") from None
+        raise BankError(utf8_error(raw_manifest, exc, str(manifest_path))) from None
     manifest = manifest_from_dict(manifest_obj, where=str(manifest_path))
 
     data = entries_path.read_bytes()

@@ -47,26 +47,24 @@ from memcollab_eval.hydra_app import register_hydra
 from memcollab_eval.leaderboard.attribution import AttributionError, attribute, render
 from memcollab_eval.leaderboard.runs import find_results, load_run
 from memcollab_eval.leaderboard.stats import flips, mcnemar_exact
+from memcollab_eval.packaged_data import packaged_root
 
 BASELINE_FORMAT = "memcollab-gate-baseline/1"
 NOMEMORY_BASELINE = "nomemory"
 __all__ = ["EXIT_FAIL", "EXIT_OK", "EXIT_USAGE", "UsageError", "build_parser", "main"]
 
 
-def default_data_dir() -> Path | None:
-    """--data-dir, else $MEMCOLLAB_DATA_DIR, else None (no local copy of the evaluation sets)."""
+def default_data_dir() -> Path:
+    """Where the evaluation sets are when --data-dir is not given: $MEMCOLLAB_DATA_DIR, else the
+    copy shipped in the package (sha256-checked)."""
     value = os.environ.get("MEMCOLLAB_DATA_DIR")
-    return Path(value) if value else None
+    return Path(value) if value else packaged_root()
 
 
 # ---- check -------------------------------------------------------------------------------
 
 def cmd_check(args: argparse.Namespace) -> int:
     data_dir = None if args.skip_leakage else (args.data_dir or default_data_dir())
-    if data_dir is None and not args.skip_leakage:
-        raise UsageError("the leakage check needs the evaluation sets: pass --data-dir DIR or set MEMCOLLAB_DATA_DIR "
-                         "(laid out as gsm8k/test.jsonl, math500/test.jsonl, mbpp/test.jsonl, humaneval/HumanEval.jsonl), "
-                         "or --skip-leakage")
     try:
         report = check_bank(args.bank, data_dir=data_dir, near_dup_threshold=args.near_dup_threshold,
                             ngram=args.ngram)
@@ -156,7 +154,7 @@ def cmd_attribute(args: argparse.Namespace) -> int:
 def compose_gate_config(args: argparse.Namespace, bank_name: str, output_dir: Path):
     """The evaluate job's config, composed like the CLI does (same defaults and validation),
     with the bank pointed at the directory under test."""
-    data_dir = args.data_dir or default_data_dir()
+    data_dir = args.data_dir or os.environ.get("MEMCOLLAB_DATA_DIR")  # none: the job's default, the package's copy
     overrides = [f"+target={args.target}", "+bank=none", f"benchmarks=[{','.join(args.benchmarks)}]",
                  f"limit={args.limit}", f"output_dir={output_dir}", *([f"data_dir={data_dir}"] if data_dir else []),
                  *([f"target.identity={args.identity}"] if args.identity else []), *args.override]
@@ -304,7 +302,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("check", help="validate a bank: schema, sha256, duplicates, leakage, categories")
     p.add_argument("bank", help="bank directory (entries.jsonl + manifest.json)")
-    p.add_argument("--data-dir", help="evaluation data laid out as gsm8k/test.jsonl, math500/test.jsonl, ... (default: $MEMCOLLAB_DATA_DIR)")
+    p.add_argument("--data-dir", help="evaluation data laid out as gsm8k/test.jsonl, math500/test.jsonl, ... (default: $MEMCOLLAB_DATA_DIR, else the copy shipped in the package)")
     p.add_argument("--strict", action="store_true", help="warnings (e.g. empty categories) fail the check too")
     p.add_argument("--near-dup-threshold", type=float, default=NEAR_DUP_THRESHOLD,
                    help=f"TF-IDF cosine at or above which two entries are near duplicates (default {NEAR_DUP_THRESHOLD})")
@@ -326,7 +324,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--benchmarks", default="gsm8k,mbpp", help="comma-separated (default gsm8k,mbpp)")
     p.add_argument("--limit", type=int, default=10, help="problems per benchmark (default 10)")
     p.add_argument("--tolerance", type=float, default=0.02, help="allowed accuracy drop, as a fraction (default 0.02)")
-    p.add_argument("--data-dir", help="evaluation data laid out as gsm8k/test.jsonl, math500/test.jsonl, ... (default: $MEMCOLLAB_DATA_DIR)")
+    p.add_argument("--data-dir", help="evaluation data laid out as gsm8k/test.jsonl, math500/test.jsonl, ... (default: $MEMCOLLAB_DATA_DIR, else the copy shipped in the package)")
     p.add_argument("--output-dir", default="outputs/bank_gate", help="where the gate's run is written")
     p.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
                    help="extra Hydra override for the evaluate job (repeatable)")

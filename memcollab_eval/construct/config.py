@@ -152,7 +152,8 @@ class BuildConf:
             errors.append(f"sources has duplicates: {self.sources}")
         if not self.data_dir:
             errors.append("bank building reads training splits from local files: set data_dir=... or "
-                          "MEMCOLLAB_DATA_DIR (laid out as ../shared/data)")
+                          "MEMCOLLAB_DATA_DIR to a folder with math_train/train.jsonl, gsm8k/train.jsonl and "
+                          "mbpp/{train,validation,prompt}.jsonl (training pools are not shipped with the package)")
         return errors
 
 

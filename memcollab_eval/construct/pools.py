@@ -18,6 +18,7 @@ from typing import Any
 
 from memcollab_eval.adapters import get_spec
 from memcollab_eval.categorize import categorize
+from memcollab_eval.packaged_data import packaged_file
 
 # source name -> (benchmark whose prompt/scorer it uses, local files relative to the data dir)
 POOL_SOURCES: dict[str, tuple[str, tuple[str, ...]]] = {
@@ -57,10 +58,14 @@ def normalise(text: str) -> str:
     return re.sub(r"\s+", " ", text).strip().lower()
 
 
+POOL_DATA_HINT = ("training pools are read from MEMCOLLAB_DATA_DIR (or data_dir=), a folder with "
+                  "math_train/train.jsonl, gsm8k/train.jsonl and mbpp/{train,validation,prompt}.jsonl; they are not "
+                  "shipped with the package and not fetched from the Hugging Face hub")
+
+
 def _read_jsonl(path: Path) -> list[dict[str, Any]]:
     if not path.exists():
-        raise PoolError(f"pool data file {path} not found: set data_dir (or MEMCOLLAB_DATA_DIR) to a directory "
-                        "laid out as ../shared/data")
+        raise PoolError(f"pool data file {path} not found: {POOL_DATA_HINT}")
     with open(path, encoding="utf-8") as f:
         return [json.loads(line) for line in f if line.strip()]
 
@@ -90,11 +95,13 @@ def load_source(source: str, data_dir: str) -> list[tuple[str, dict[str, Any]]]:
 
 
 def eval_texts(data_dir: str) -> dict[str, str]:
-    """Normalised text of every evaluation problem -> its benchmark and id (for leakage checks)."""
+    """Normalised text of every evaluation problem -> its benchmark and id (for leakage checks):
+    ``data_dir``'s copy of an evaluation set when it has one, else the package's own."""
     out: dict[str, str] = {}
     for bench, rel in EVAL_FILES.items():
         spec = get_spec(bench)
-        for row in _read_jsonl(Path(data_dir) / rel):
+        local = Path(data_dir) / rel
+        for row in _read_jsonl(local if local.exists() else packaged_file(rel)):
             pid = row.get("unique_id") or row.get("task_id") or row["question"][:40]
             out[normalise(spec.text(row))] = f"{bench}:{pid}"
     return out

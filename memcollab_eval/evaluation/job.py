@@ -12,28 +12,39 @@ wrapper renders each turn itself); the summary then also compares turns.
 from __future__ import annotations
 
 import importlib.util
+import os
 import time
 from pathlib import Path
 from typing import Any
 
 from lm_eval.api.model import CachingLM
 
+from memcollab_eval.adapters import get_spec
 from memcollab_eval.agent.agent_lm import AgentLM
 from memcollab_eval.agent.messages import PROTOCOL_VERSION
-from memcollab_eval.bank.store import load_bank
+from memcollab_eval.bank.store import BankError, MemoryBank, load_bank
 from memcollab_eval.config import BENCHMARK_NAMES, EvalConf, protocol_problems, runtime_problems
+from memcollab_eval.embedding import load_encoder
 from memcollab_eval.errors import UsageError
 from memcollab_eval.evaluation.report import collect, reach, write_report
 from memcollab_eval.evaluation.summary import BenchmarkRow, format_table, run_record, summarize, write_summary
 from memcollab_eval.evaluation.tasks import MemorySetup, task_config, task_name
+from memcollab_eval.hydra_app import dir_problem
 from memcollab_eval.models.generation import build_lm
+from memcollab_eval.retrieval_llm import LMChooser
+from memcollab_eval.retrieve import RetrievalConfig
 from memcollab_eval.subsets import selected_samples, subset_problems, uses_samples
 
 __all__ = ["BenchmarkRow", "UsageError", "evaluate", "format_table", "preflight"]  # the summary's two: re-exported
 
 
-def preflight(cfg: EvalConf) -> None:
-    """Fail fast, naming everything that is missing, before any model or dataset is loaded."""
+def preflight(cfg: EvalConf) -> list[str]:
+    """Fail fast, before any model or dataset is loaded, naming every bad input: the key or the
+    file (file, line and field for a bank) in one line each. Loads and verifies the bank, checks
+    that the data files exist (asking the benchmark adapters where they are), that the output
+    directory can be created, and the value ranges. Raises :class:`UsageError`; returns the
+    warnings (settings that run but under which no memory reaches a prompt) for the caller to show.
+    """
     problems = []
     unknown = [b for b in cfg.benchmarks if b not in BENCHMARK_NAMES]
     if unknown:
@@ -41,6 +52,8 @@ def preflight(cfg: EvalConf) -> None:
     problems.extend(protocol_problems(cfg.protocol))
     problems.extend(runtime_problems(retrieval=cfg.retrieval, sandbox=cfg.sandbox, agent=cfg.agent))
     problems.extend(subset_problems(list(cfg.benchmarks), cfg.limit, dict(cfg.limits), cfg.subset))
+    if cfg.max_gen_toks is not None and cfg.max_gen_toks < 1:
+        problems.append(f"max_gen_toks must be >= 1 or null (the benchmark's default), got {cfg.max_gen_toks}")
     missing = [m for m in cfg.target.requires if importlib.util.find_spec(m) is None]
     if missing:
         problems.append(
@@ -49,11 +62,56 @@ def preflight(cfg: EvalConf) -> None:
         )
     elif cfg.target.model == "vllm" and not _gpu_visible():
         problems.append(f"target {cfg.target.identity!r} runs on vLLM, which needs a CUDA GPU; none is visible here")
-    if cfg.bank.path is not None and not Path(cfg.bank.path).is_dir():
-        hint = f" Build it with: {cfg.bank.build_command}" if cfg.bank.build_command else ""
-        problems.append(f"bank {cfg.bank.name!r} not found at {cfg.bank.path}.{hint}")
+    problems.extend(data_problems([b for b in cfg.benchmarks if b in BENCHMARK_NAMES], cfg.data_dir))
+    unusable = dir_problem(cfg.output_dir)
+    if unusable:
+        problems.append(f"output_dir={cfg.output_dir!r} cannot hold the run: {unusable}")
+    bank = None
+    if cfg.bank.path is not None:
+        try:
+            bank = load_bank(cfg.bank.path, build_hint=cfg.bank.build_command)
+        except BankError as exc:
+            problems.append(f"bank {cfg.bank.name!r}: {exc}")
     if problems:
-        raise UsageError("\n  - ".join(["cannot run:", *problems]))
+        raise UsageError(f"cannot run: {problems[0]}" if len(problems) == 1 else
+                         "\n  - ".join([f"cannot run ({len(problems)} problems):", *problems]))
+    return memory_warnings(cfg, bank)
+
+
+def data_problems(benchmarks: list[str], data_dir: str | None) -> list[str]:
+    """Missing evaluation data, one line per benchmark, or one line when ``data_dir`` itself is missing.
+    Where a benchmark's file is (``data_dir``'s copy, the package's own) is the adapter's business."""
+    if data_dir and not Path(data_dir).expanduser().is_dir():
+        from_env = " (from $MEMCOLLAB_DATA_DIR)" if os.environ.get("MEMCOLLAB_DATA_DIR") == data_dir else ""
+        files = ", ".join(get_spec(b).local_file for b in benchmarks)
+        return [f"data_dir={data_dir!r}{from_env} is not a directory: it must hold {files}, or set data_dir=null "
+                "for the default"]
+    problems = []
+    for benchmark in benchmarks:
+        try:
+            get_spec(benchmark).dataset_fields(data_dir)
+        except (OSError, UsageError) as exc:
+            problems.append(str(exc))
+    return problems
+
+
+def memory_warnings(cfg: EvalConf, bank: MemoryBank | None) -> list[str]:
+    """Settings that run but under which no memory can reach any prompt (the with-memory twin then
+    repeats the no-memory one). Warned, not refused: such a run is still well defined and its summary
+    shows 100% abstention, and it is what the scripted test double does against the default bank."""
+    if bank is None:
+        return []
+    if not bank.entries:
+        return [f"bank {cfg.bank.name!r} ({bank.path}) has no entries: no memory reaches any prompt"]
+    if not cfg.retrieval.model_filter:
+        return []
+    models = sorted({m for e in bank.entries for m in (e.preferred_model, e.unpreferred_model)})
+    if cfg.target.identity in models:
+        return []
+    shown = ", ".join(models[:6]) + (f" and {len(models) - 6} more" if len(models) > 6 else "")
+    return [f"target.identity={cfg.target.identity!r} is in no entry of bank {cfg.bank.name!r} (its entries involve "
+            f"{shown}) and retrieval.model_filter is on, so retrieval returns nothing and no memory reaches any "
+            "prompt: set target.identity to one of those models, or retrieval.model_filter=false"]
 
 
 def _gpu_visible() -> bool:
@@ -94,11 +152,17 @@ def agent_turn_cache(cache_dir: Path, identity: str) -> Path:
     return cache_dir / f"{identity}.agent-turns.db"
 
 
-def build_tasks(cfg: EvalConf) -> list[dict[str, Any]]:
+def build_tasks(cfg: EvalConf, lm: Any = None) -> list[dict[str, Any]]:
+    """The task twins of every benchmark. ``lm`` is the built target model: under
+    ``retrieval.selector=llm`` it picks the entries (prompting-based retrieval); under
+    ``protocol=agent`` its inner model does, with one plain reply per problem."""
     setup = None
     if cfg.bank.path is not None:
         bank = load_bank(cfg.bank.path, build_hint=cfg.bank.build_command)
-        setup = MemorySetup(bank, cfg.retrieval_config(), cfg.target.identity)
+        retrieval = cfg.retrieval_config()
+        if retrieval.ranker == "embedding":
+            load_encoder(retrieval.encoder)  # fails here, naming the package to install, not inside lm-eval
+        setup = MemorySetup(bank, retrieval, cfg.target.identity, chooser=entry_chooser(cfg, retrieval, lm))
     sandbox = cfg.sandbox_config()
     tasks = []
     for benchmark in cfg.benchmarks:
@@ -106,6 +170,16 @@ def build_tasks(cfg: EvalConf) -> list[dict[str, Any]]:
             tasks.append(task_config(benchmark, data_dir=cfg.data_dir, setup=twin_setup,
                                      max_gen_toks=cfg.max_gen_toks, sandbox=sandbox))
     return tasks
+
+
+def entry_chooser(cfg: EvalConf, retrieval: RetrievalConfig, lm: Any) -> LMChooser | None:
+    """The target model as the entry chooser of ``selector=llm`` (None for the other selectors)."""
+    if retrieval.selector != "llm":
+        return None
+    if lm is None:
+        raise UsageError("retrieval.selector=llm needs the target model to pick entries: pass the built lm to "
+                         "build_tasks(cfg, lm)")
+    return LMChooser(lm.inner if isinstance(lm, AgentLM) else lm, chat=cfg.target.apply_chat_template)
 
 
 def evaluate(cfg: EvalConf, run_dir: Path) -> list[BenchmarkRow]:
@@ -116,7 +190,7 @@ def evaluate(cfg: EvalConf, run_dir: Path) -> list[BenchmarkRow]:
     started = time.perf_counter()  # the run record's wall time
     preflight(cfg)
     lm, cache = build_model(cfg)
-    tasks = build_tasks(cfg)
+    tasks = build_tasks(cfg, lm)
     tracker = EvaluationTracker(output_path=str(run_dir))
     limit, chosen = cfg.limit, None  # lm-eval takes either a limit or chosen indices
     if uses_samples(dict(cfg.limits), cfg.subset):

@@ -451,7 +451,7 @@ def render_report(rows: Sequence[BenchmarkRow], record: Mapping[str, Any], probl
            "<meta name=viewport content='width=device-width,initial-scale=1'>",
            f"<title>Run report: {_e(heading)}</title><style>{CSS}</style></head><body><div class=page>",
            f"<h1>Run report: {_e(heading)}</h1>",
-           f"<p class=sub>{_e(record.get('problems', '?'))} problems per benchmark, seed {_e(record.get('seed', '?'))}, "
+           f"<p class=sub>problems per benchmark: {_e(record.get('problems', '?'))}; seed {_e(record.get('seed', '?'))}, "
            f"protocol {_e(record.get('protocol', '?'))}"
            + (f", wall time {_e(record['wall_seconds'])} s" if record.get("wall_seconds") is not None else "") + "</p>",
            f"<p class='headline{' none' if none_reached else ''}'>{_e(sentence)}</p>",

@@ -33,6 +33,7 @@ from memcollab_eval.agent.task_fields import agent_fields
 from memcollab_eval.agent.transcript import decode_transcript
 from memcollab_eval.bank.store import MemoryBank, load_bank
 from memcollab_eval.categorize import categorize
+from memcollab_eval.retrieval_llm import EntryChooser
 from memcollab_eval.retrieve import RetrievalConfig, Retriever, render_memory
 from memcollab_eval.sample_fields import RETRIEVED_KEYS, ProblemFields, RetrievedRef, ScoreFields
 from memcollab_eval.sample_fields import SampleFields as F
@@ -63,6 +64,7 @@ class MemorySetup:
     bank: MemoryBank
     retrieval: RetrievalConfig
     target_identity: str
+    chooser: EntryChooser | None = None  # the target model, for retrieval.selector=llm (the evaluate job sets it)
 
 
 def task_name(benchmark: str, with_memory: bool) -> str:
@@ -80,8 +82,22 @@ class ProcessDocs:
 
     def retriever(self) -> Retriever | None:
         if self.setup is not None and self._retriever is None:
-            self._retriever = Retriever(self.setup.bank, self.setup.retrieval, self.setup.target_identity)
+            self._retriever = Retriever(self.setup.bank, self.setup.retrieval, self.setup.target_identity,
+                                        chooser=self.setup.chooser)
         return self._retriever
+
+    def prepare(self, dataset) -> None:
+        """Hand the retriever every query of the split at once (embedded in batches; one model
+        call for selector=llm), before the docs are processed one by one."""
+        retriever = self.retriever()
+        if retriever is None:
+            return
+        queries = []
+        for doc in dataset:
+            text = self.spec.text(doc)
+            cat = categorize(text, domain=self.spec.domain, benchmark=self.spec.name, subject=self.spec.subject(doc))
+            queries.append((text, cat if self.setup.retrieval.use_categories else None))
+        retriever.prepare(queries)
 
     def fields(self, doc: dict) -> dict[str, Any]:
         text = self.spec.text(doc)
@@ -106,6 +122,7 @@ class ProcessDocs:
         key = getattr(dataset, "_fingerprint", None)
         if key is not None and key in self._done:
             return self._done[key]
+        self.prepare(dataset)
         rows = [{**doc, **self.fields(doc)} for doc in dataset]
         known = getattr(dataset, "features", None)  # the source's own columns keep their types
         features = None if known is None else datasets.Features({**known, **problem_features()})
@@ -170,6 +187,7 @@ def metric_list() -> list[dict[str, Any]]:
 # ---- hooks for the YAML files in tasks/ (lm_eval --include_path tasks) ----------------
 
 ENV_BANK, ENV_TARGET, ENV_TOP_K = "MEMCOLLAB_BANK", "MEMCOLLAB_TARGET", "MEMCOLLAB_TOP_K"
+ENV_RANKER = "MEMCOLLAB_RANKER"  # tfidf (default) | bm25 | embedding
 
 
 @lru_cache(maxsize=None)
@@ -180,7 +198,7 @@ def _setup_from_env() -> MemorySetup:
             f"the *_memcollab tasks need {ENV_BANK}=<bank directory> and {ENV_TARGET}=<target identity> "
             "in the environment when run through lm_eval --include_path tasks"
         )
-    retrieval = RetrievalConfig(top_k=int(os.environ.get(ENV_TOP_K, "3")))
+    retrieval = RetrievalConfig(top_k=int(os.environ.get(ENV_TOP_K, "3")), ranker=os.environ.get(ENV_RANKER, "tfidf"))
     return MemorySetup(load_bank(bank_dir), retrieval, target)
 
 

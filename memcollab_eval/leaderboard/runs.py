@@ -121,9 +121,14 @@ def _source(bank: str, hydra: dict | None) -> str:
     """Row name of a memory variant: the bank, plus the retrieval settings that are not default."""
     if not hydra:
         return f"bank {bank}" if bank == UNKNOWN else bank
+    raw = dict(hydra.get("retrieval") or {})
     default = RetrievalConfig()
-    diffs = [f"{k}={str(v).lower() if isinstance(v, bool) else v}"
-             for k, v in sorted((hydra.get("retrieval") or {}).items()) if getattr(default, k, v) != v]
+    try:  # min_score null means the ranker's own threshold: compare with that ranker's default
+        own = RetrievalConfig(**{k: raw[k] for k in ("ranker", "encoder") if raw.get(k) is not None})
+    except (TypeError, ValueError):
+        own = default
+    diffs = [f"{k}={str(v).lower() if isinstance(v, bool) else v}" for k, v in sorted(raw.items())
+             if v is not None and getattr(own if k == "min_score" else default, k, v) != v]
     return f"{bank} [{', '.join(diffs)}]" if diffs else bank
 
 

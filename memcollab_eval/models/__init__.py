@@ -22,14 +22,19 @@ _EMBEDDED_EXPORTS = (
     "resolve_model",
 )
 
-__all__ = [*_EMBEDDED_EXPORTS, "LLAMA_CPP_MODEL_NAME", "LlamaCppLM", "register_lm_eval_models"]
+__all__ = [*_EMBEDDED_EXPORTS, "CHAT_COMPLETIONS_MODEL_NAME", "LLAMA_CPP_MODEL_NAME", "LlamaCppLM",
+           "register_lm_eval_models"]
 
 LLAMA_CPP_MODEL_NAME = "llama_cpp"
 _LLAMA_CPP_TARGET = "memcollab_eval.models.llamacpp_lm:LlamaCppLM"
+# lm-eval's local-chat-completions with neutral sampling settings (conf/target/openai_compatible.yaml)
+CHAT_COMPLETIONS_MODEL_NAME = "memcollab_chat_completions"
+_CHAT_COMPLETIONS_TARGET = "memcollab_eval.models.chat_completions:NeutralChatCompletion"
 
 
 def register_lm_eval_models() -> None:
-    """Register ``llama_cpp`` in lm-eval's model registry (idempotent, no heavy imports).
+    """Register ``llama_cpp`` and ``memcollab_chat_completions`` in lm-eval's model registry
+    (idempotent, no heavy imports: each is a placeholder until lm-eval builds it).
 
     ``lm_eval.models`` is imported first on purpose: lm-eval fills its registry with the
     built-in models only when the registry is empty at first lookup, so registering ours
@@ -38,8 +43,10 @@ def register_lm_eval_models() -> None:
     import lm_eval.models  # noqa: F401  (fills the registry with the built-in placeholders)
     from lm_eval.api.registry import model_registry
 
-    if LLAMA_CPP_MODEL_NAME not in model_registry:
-        model_registry.register(LLAMA_CPP_MODEL_NAME, target=_LLAMA_CPP_TARGET)
+    for name, target in ((LLAMA_CPP_MODEL_NAME, _LLAMA_CPP_TARGET),
+                         (CHAT_COMPLETIONS_MODEL_NAME, _CHAT_COMPLETIONS_TARGET)):
+        if name not in model_registry:
+            model_registry.register(name, target=target)
 
 
 register_lm_eval_models()
