@@ -43,9 +43,10 @@ short() { [[ $1 == "$SMALL" ]] && echo 05b || echo 15b; }
 other() { [[ $1 == "$SMALL" ]] && echo "$BIG" || echo "$SMALL"; }
 
 # The committed repro_* banks were built before evidence gating: these overrides rebuild them as
-# they were (conf/build.yaml now turns the evidence gates on for new banks).
+# they were (conf/build.yaml now turns the evidence gates on for new banks), one request at a time as they
+# were decoded (batch_size=1; batched greedy decoding can round differently).
 LEGACY_GATES=(distill_prompt_version=v2 distill_samples=1 gates.difference_lint=false gates.resolve=false
-              gates.validate=false gates.validate_unit=category gates.validate_per_category=3)
+              gates.validate=false gates.validate_unit=category gates.validate_per_category=3 batch_size=1)
 
 build() {  # build NAME WORK_DIR ARGS...: one bank, resumable
   local name=$1 work=$2

@@ -519,3 +519,21 @@ def test_heldout_validation_per_lesson_records_fixed_and_broken_problems(built, 
         else:
             assert len(result.entries) == 0
             assert result.manifest.config["stats"]["rejected"]["failed_heldout"] == len(bank.entries)
+
+
+def test_batched_build_hands_requests_over_together_and_never_mixes_with_sequential(built, tmp_path):
+    """batch_size=4: trajectories, distillation (retries included) and the gates go to the backend a batch per
+    call; with the deterministic doubles the bank is the same as the one-at-a-time build's, the work
+    directory says it was batched, and continuing it one request at a time is refused, in one line."""
+    tmp, paths = built
+    cmd = [c if c != "batch_size=1" else "batch_size=4" for c in build_cmd(paths, tmp_path / "work", tmp_path / "bank")]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=tmp)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (tmp_path / "bank" / "entries.jsonl").read_bytes() == (tmp / "bank" / "entries.jsonl").read_bytes()
+    meta = json.loads((tmp_path / "work" / "trajectories.meta.json").read_text())
+    assert meta == {"batched": True, "protocol": "single_turn"}
+    sequential = subprocess.run(build_cmd(paths, tmp_path / "work", tmp_path / "bank2"), capture_output=True,
+                                text=True, timeout=300, cwd=tmp)
+    assert sequential.returncode == 1, sequential.stderr[-2000:]
+    assert "holds trajectories made with" in sequential.stderr and "set batch_size to match" in sequential.stderr
+    assert "Traceback" not in sequential.stderr

@@ -35,6 +35,7 @@ from memcollab_eval.jsonl_store import append_records, read_records
 from memcollab_eval.retrieve import Retrieved, render_memory
 from memcollab_eval.scoring import score_response
 
+RESOLVE_BATCH = 8  # re-solve prompts per call: llama_cpp's default n_parallel
 # generate(prompts, gen_kwargs) -> (texts, seconds, completion tokens); one call per batch of prompts
 GenerateFn = Callable[[list[str], dict[str, Any]], tuple[list[str], float, int]]
 
@@ -79,25 +80,36 @@ def resolve_lessons(candidates: Sequence[tuple[dict, str]], problems: dict[str, 
             for r in read_records(path, ("key", "model", "sample", "status"))}
     out: dict[str, ResolveOutcome] = {}
     for model in sorted({m for _, m in candidates}):
-        generate: GenerateFn | None = None
-        for entry, m in candidates:
-            if m != model:
-                continue
+        mine = [entry for entry, m in candidates if m == model]
+        unique = list({lesson_key(entry): entry for entry in mine}.values())  # a lesson is re-solved once
+        todo = [(entry, s) for entry in unique for s in range(samples) if (lesson_key(entry), model, s) not in done]
+        # one call per (benchmark, sample) group of up to RESOLVE_BATCH prompts, so a batching backend decodes
+        # them together; each group's records are appended when it ends (an interruption loses one group at most)
+        groups: dict[tuple[str, int], list[dict]] = {}
+        for entry, s in todo:
+            groups.setdefault((problems[entry["source_problem_id"]].benchmark, s), []).append(entry)
+        generate = generate_for(model) if todo else None
+        for (benchmark, s), group in sorted(groups.items()):
+            spec = get_spec(benchmark)
+            for start in range(0, len(group), RESOLVE_BATCH):
+                chunk = group[start:start + RESOLVE_BATCH]
+                chunk_problems = [problems[entry["source_problem_id"]] for entry in chunk]
+                texts, seconds, tokens = generate([with_lesson(entry, spec.prompt(problem.doc))
+                                                   for entry, problem in zip(chunk, chunk_problems, strict=True)],
+                                                  kwargs_for(spec, s))
+                records = []
+                for entry, problem, text in zip(chunk, chunk_problems, texts, strict=True):
+                    verdict = score_response(spec, problem.doc, text, sandbox=sandbox)
+                    records.append({"key": lesson_key(entry), "model": model, "sample": s, "problem_id": problem.id,
+                                    "status": verdict.status, "seconds": round(seconds / len(chunk), 3),
+                                    "completion_tokens": round(tokens / len(chunk))})
+                append_records(path, records)
+                done.update({(r["key"], model, s): r for r in records})
+        for entry in mine:
             key = lesson_key(entry)
-            problem = problems[entry["source_problem_id"]]
-            spec = get_spec(problem.benchmark)
-            for s in range(samples):
-                if (key, model, s) in done:
-                    continue
-                generate = generate or generate_for(model)
-                texts, seconds, tokens = generate([with_lesson(entry, spec.prompt(problem.doc))], kwargs_for(spec, s))
-                verdict = score_response(spec, problem.doc, texts[0], sandbox=sandbox)
-                record = {"key": key, "model": model, "sample": s, "problem_id": problem.id, "status": verdict.status,
-                          "seconds": round(seconds, 3), "completion_tokens": tokens}
-                append_records(path, [record])
-                done[(key, model, s)] = record
             records = [done[(key, model, s)] for s in range(samples)]
-            out[key] = ResolveOutcome(key, model, problem.id, samples, sum(r["status"] == "pass" for r in records),
+            out[key] = ResolveOutcome(key, model, entry["source_problem_id"], samples,
+                                      sum(r["status"] == "pass" for r in records),
                                       sum(float(r.get("seconds") or 0) for r in records),
                                       sum(int(r.get("completion_tokens") or 0) for r in records))
     return out

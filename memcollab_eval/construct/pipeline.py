@@ -55,7 +55,7 @@ from memcollab_eval.construct.preference import (
 )
 from memcollab_eval.construct.records import DistillRecord, Key, Trajectory, VerdictRecord
 from memcollab_eval.jsonl_store import append_records, read_records, write_atomic
-from memcollab_eval.models.generation import Generation, build_lm, generate, load_target
+from memcollab_eval.models.generation import Generation, build_lm, generate, generate_requests, load_target
 from memcollab_eval.scoring import score_response
 
 log = logging.getLogger(__name__)
@@ -122,6 +122,11 @@ def generation_settings(cfg: BuildConf) -> dict[str, Any]:
         wanted["temperature"] = cfg.method.temperature
     if cfg.max_gen_toks is not None:
         wanted["max_gen_toks"] = cfg.max_gen_toks
+    if cfg.protocol == "single_turn" and cfg.batch_size > 1:
+        # handed to the backend batch_size at a time: a batching backend (llama_cpp's n_parallel) decodes them
+        # together, and greedy batched kernels can round differently from one-at-a-time decoding, so such
+        # trajectories never silently join a directory of sequential ones (batch_size=1 continues those)
+        wanted["batched"] = True
     return wanted
 
 
@@ -143,8 +148,10 @@ def check_generation_settings(cfg: BuildConf, work: Path) -> None:
     elif not (work / "trajectories.jsonl").exists() or not (work / "trajectories.jsonl").stat().st_size:
         have = wanted
     if have != wanted:
+        hint = (" (batched: requests handed to the backend batch_size > 1 at a time; set batch_size to match)"
+                if have.get("batched") != wanted.get("batched") else "")
         raise PoolError(f"{work} holds trajectories made with {json.dumps(have, sort_keys=True)}, not "
-                        f"{json.dumps(wanted, sort_keys=True)}; use another bank.name or work_dir, or delete {work}")
+                        f"{json.dumps(wanted, sort_keys=True)}{hint}; use another bank.name or work_dir, or delete {work}")
     if wanted != {"protocol": "single_turn"} and not meta.exists():
         write_atomic(meta, json.dumps(wanted, sort_keys=True))
 
@@ -165,16 +172,18 @@ def stage_trajectories(cfg: BuildConf, problems: list[PoolProblem], work: Path,
         with tqdm(total=len(todo), desc=f"trajectories {model}", unit="problem") as bar:
             for start in range(0, len(todo), cfg.batch_size):
                 batch = todo[start:start + cfg.batch_size]
-                records = []
-                for p, s in batch:  # one request at a time keeps per-sample seeds exact
-                    spec = get_spec(p.benchmark)
-                    kwargs = cfg.gen_kwargs(spec.max_gen_toks, seed=cfg.seed + 1000 * s)
-                    if agent is None:
-                        g = generate(lm, [spec.prompt(p.doc)], kwargs)[0]
-                    else:
-                        g = agent_generation(agent, spec.prompt(p.doc), agent_fields(spec, p.doc), kwargs)
-                    records.append(Trajectory(p.id, model, s, g.text, g.prompt_tokens, g.completion_tokens,
-                                              g.truncated, round(g.seconds, 3)))
+                # each request carries its own seed, so one call per batch keeps per-sample seeds
+                # exact and lets a batching backend decode the batch together
+                requests = [(get_spec(p.benchmark).prompt(p.doc),
+                             cfg.gen_kwargs(get_spec(p.benchmark).max_gen_toks, seed=cfg.seed + 1000 * s))
+                            for p, s in batch]
+                if agent is None:
+                    gens = generate_requests(lm, requests)
+                else:
+                    gens = [agent_generation(agent, prompt, agent_fields(get_spec(p.benchmark), p.doc), kwargs)
+                            for (p, _), (prompt, kwargs) in zip(batch, requests, strict=True)]
+                records = [Trajectory(p.id, model, s, g.text, g.prompt_tokens, g.completion_tokens, g.truncated,
+                                      round(g.seconds, 3)) for (p, s), g in zip(batch, gens, strict=True)]
                 append_records(path, [t.to_json() for t in records])
                 done.update({t.key: t for t in records})
                 bar.update(len(batch))
@@ -234,32 +243,43 @@ def stage_distill(cfg: BuildConf, problems: list[PoolProblem], trajs: dict[Key, 
     if todo:
         by_id = {p.id: p for p in problems}
         lm = models.get(cfg.summarizer)
-        for pair, sample in tqdm(todo, desc=f"distill with {cfg.summarizer}", unit="reply"):
-            problem = by_id[pair.problem_id]
-            spec = get_spec(problem.benchmark)
+        def request(pair: Pair, sample: int) -> tuple[str, dict[str, Any]]:
+            spec = get_spec(by_id[pair.problem_id].benchmark)
             kwargs = cfg.gen_kwargs(cfg.distill_max_gen_toks, seed=cfg.seed + 7919 * sample,
                                     temperature=None if sample == 0 else cfg.distill_temperature)
             prompt = distill_prompt(
-                domain="math" if spec.domain == "math" else "programming", problem=spec.text(problem.doc),
+                domain="math" if spec.domain == "math" else "programming", problem=spec.text(by_id[pair.problem_id].doc),
                 preferred=readable(trajs[pair.preferred].text),
                 unpreferred=None if pair.unpreferred is None else readable(trajs[pair.unpreferred].text),
                 unpreferred_status="fail" if pair.unpreferred is None else verdicts[pair.unpreferred].status,
                 version=version)
-            first = generate(lm, [prompt], kwargs)[0]
-            replies, lessons = [first], parse_lessons(first.text)
-            if not lessons:  # one retry with a format reminder, then give up on this reply
-                retry_prompt = prompt + "\n" + first.text + "\n\n" + prompt_template("retry", version)
-                retry = generate(lm, [retry_prompt], kwargs)[0]
-                replies.append(retry)
-                lessons = parse_lessons(retry.text)
-            record = DistillRecord(
-                pair_id(pair), version, "ok" if lessons else "malformed", tuple(asdict(x) for x in lessons),
-                tuple(g.text for g in replies), round(sum(g.seconds for g in replies), 3),
-                sum(g.completion_tokens or 0 for g in replies), sum(g.prompt_tokens or 0 for g in replies), sample)
-            if not lessons:
-                log.warning("malformed summarizer reply for %s (skipped): %r", record.pair, first.text[:200])
-            append_records(path, [record.to_json()])
-            done[(record.pair, sample)] = record
+            return prompt, kwargs
+
+        with tqdm(total=len(todo), desc=f"distill with {cfg.summarizer}", unit="reply") as bar:
+            for start in range(0, len(todo), cfg.batch_size):  # one call per batch: a batching backend decodes it together
+                batch = todo[start:start + cfg.batch_size]
+                requests = [request(pair, sample) for pair, sample in batch]
+                replies = [[g] for g in generate_requests(lm, requests)]
+                lessons = [parse_lessons(r[0].text) for r in replies]
+                # one retry with a format reminder for the replies that gave no lesson, then give up on them
+                again = [i for i, found in enumerate(lessons) if not found]
+                retries = generate_requests(lm, [(requests[i][0] + "\n" + replies[i][0].text + "\n\n"
+                                                  + prompt_template("retry", version), requests[i][1]) for i in again])
+                for i, retry in zip(again, retries, strict=True):
+                    replies[i].append(retry)
+                    lessons[i] = parse_lessons(retry.text)
+                records = []
+                for (pair, sample), got, found in zip(batch, replies, lessons, strict=True):
+                    record = DistillRecord(
+                        pair_id(pair), version, "ok" if found else "malformed", tuple(asdict(x) for x in found),
+                        tuple(g.text for g in got), round(sum(g.seconds for g in got), 3),
+                        sum(g.completion_tokens or 0 for g in got), sum(g.prompt_tokens or 0 for g in got), sample)
+                    if not found:
+                        log.warning("malformed summarizer reply for %s (skipped): %r", record.pair, got[0].text[:200])
+                    records.append(record)
+                    done[(record.pair, sample)] = record
+                append_records(path, [r.to_json() for r in records])
+                bar.update(len(batch))
     return {pair_id(p): [done[(pair_id(p), s)] for s in samples] for p in pairs}  # this build's pairs only
 
 

@@ -70,17 +70,26 @@ def render_chat(lm: Any, prompt: str, *, system: str | None = None, chat: bool =
 def generate(lm: Any, prompts: list[str], gen_kwargs: dict[str, Any], *, chat: bool = True,
              system: str | None = None) -> list[Generation]:
     """Generate one response per prompt; token counts come from the backend when it keeps them."""
-    if not prompts:
+    return generate_requests(lm, [(p, gen_kwargs) for p in prompts], chat=chat, system=system)
+
+
+def generate_requests(lm: Any, requests: list[tuple[str, dict[str, Any]]], *, chat: bool = True,
+                      system: str | None = None) -> list[Generation]:
+    """One response per ``(prompt, gen_kwargs)``, all handed to the backend in one
+    ``generate_until`` call so a batching backend (llama_cpp with ``n_parallel`` > 1) decodes them
+    together. Each request keeps its own settings (a seed per sample), so batching changes no
+    request's sampling; only greedy kernels' rounding can differ (see llamacpp_batch)."""
+    if not requests:
         return []
     instances = [
         Instance(request_type="generate_until", doc={}, arguments=(render_chat(lm, p, system=system, chat=chat),
-                                                                   dict(gen_kwargs)), idx=i)
-        for i, p in enumerate(prompts)
+                                                                   dict(kwargs)), idx=i)
+        for i, (p, kwargs) in enumerate(requests)
     ]
     usage_before = len(getattr(lm, "usage", []) or [])
     start = time.perf_counter()
     texts = lm.generate_until(instances)
-    seconds = (time.perf_counter() - start) / len(prompts)
+    seconds = (time.perf_counter() - start) / len(requests)
     usage = list(getattr(lm, "usage", []) or [])[usage_before:]
     out = []
     for i, text in enumerate(texts):
