@@ -161,9 +161,15 @@ def test_wheel_ships_the_data_and_finds_it_outside_the_checkout(tmp_path):
                                           proc.stderr, re.I):
         pytest.skip(f"pip cannot fetch the build backend here: {proc.stderr.strip().splitlines()[-1]}")
     assert proc.returncode == 0, proc.stderr[-2000:]
+    # the build says nothing: no "absent from the `packages` configuration" screen per data folder
+    assert "BuildBackendWarning" not in proc.stdout + proc.stderr, (proc.stdout + proc.stderr)[-2000:]
     wheel = next((tmp_path / "wheel").glob("memcollab_eval-*.whl"))
     names = set(zipfile.ZipFile(wheel).namelist())
     assert {f"memcollab_eval/data/{rel}" for rel in PACKAGED_FILES} | {"memcollab_eval/data/README.md"} <= names
+    shipped = {str(p.relative_to(REPO)) for folder in ("memcollab_eval/banks", "memcollab_eval/prompts")
+               for p in (REPO / folder).rglob("*") if p.is_file()}
+    configs = {"memcollab_eval/conf/" + str(p.relative_to(REPO / "conf")) for p in (REPO / "conf").rglob("*.yaml")}
+    assert shipped | configs <= names, sorted((shipped | configs) - names)[:10]
     site = tmp_path / "site"
     zipfile.ZipFile(wheel).extractall(site)
     code = ("import memcollab_eval.packaged_data as p; r = p.packaged_root(); "
