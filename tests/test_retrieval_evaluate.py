@@ -71,3 +71,6 @@ def test_prompting_retrieval_when_the_model_picks_none(tmp_path):
     run(tmp_path, "prompting", f"+target.model_args.rules={rules}")
     samples = load_samples(tmp_path, "gsm8k_memcollab")
     assert all(s["doc"]["memcollab_retrieved"] == [] and s["doc"]["memcollab_memory"] == "" for s in samples)
+    # the run's report says why: the model was shown candidates and picked none (not a threshold or category)
+    summary = next(tmp_path.rglob("summary.md")).read_text()
+    assert "the target model picked none" in summary, summary[-1500:]

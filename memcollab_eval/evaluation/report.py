@@ -103,9 +103,18 @@ class _Explainer:
     def __init__(self, bank: MemoryBank, config: RetrievalConfig, target: str) -> None:
         self.bank, self.config, self.target = bank, config, target
         self.retriever = Retriever(bank, config, target)
-        self.probe = Retriever(bank, replace(config, min_score=0.0, top_k=1), target) if config.top_k else None
+        # ranks by score alone (selector=score): under selector=llm the model's choice is what it explains
+        self.probe = (Retriever(bank, replace(config, min_score=0.0, top_k=1, selector="score"), target)
+                      if config.top_k else None)
         self.mine = [e for e in bank.entries if not config.model_filter or target in (e.preferred_model,
                                                                                        e.unpreferred_model)]
+
+    def probe_shortlist(self, text: str, category: Category | None) -> int:
+        """How many entries selector=llm would have shown the model (at or above min_score, at most
+        llm_candidates)."""
+        c = self.config
+        shortlist = Retriever(self.bank, replace(c, top_k=c.llm_candidates, selector="score"), self.target)
+        return len(shortlist.retrieve(text, category=category))
 
     def explain(self, category: Category | None, text: str | None) -> tuple[str, str]:
         c = self.config
@@ -135,6 +144,11 @@ class _Explainer:
         detail = f"the {n} candidate entries of this category all scored below min_score {c.min_score:g}"
         if text is not None and self.probe is not None:
             best = self.probe.retrieve(text, category=category)
+            if best and best[0].score >= c.min_score and c.selector == "llm":
+                shown = self.probe_shortlist(text, category)
+                return ("were shown candidates and the target model picked none",
+                        f"retrieval.selector=llm showed the target model {shown} entries at or above min_score "
+                        f"{c.min_score:g} (best: {best[0].entry.id} at {best[0].score:.4f}) and it picked none")
             if best and best[0].score >= c.min_score:  # the run's bank or settings were not these
                 return ("for a reason this bank cannot reproduce",
                         f"retrieval abstained in the run, but with this bank and settings entry {best[0].entry.id} "
