@@ -209,6 +209,7 @@ def test_judge_build_on_the_open_ended_task_records_scores_in_records_manifest_a
     assert {(r["model"], r["score"]) for r in judged} == {(paths["good"], 5), (paths["poor"], 1)}
     assert all(r["rubric_version"] == "v1" and r["status"] == "ok" and r["reply"] for r in judged)
     assert not (tmp / "work" / "verdicts.jsonl").exists()  # open-ended: no verifier ran
+    assert set(bank.manifest.config["stats"]["pass_rate_by_model"].values()) == {None}
     report = bank.manifest.config["stats"]["preference"]
     assert report["signal"] == "judge" and report["judge"] == "judge_double" and report["rubric_version"] == "v1"
     assert report["judged"] == 8 and report["unparsed"] == 0 and report["open_ended_trajectories"] == 8

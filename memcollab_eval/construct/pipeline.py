@@ -451,8 +451,9 @@ def build_stats(cfg: BuildConf, problems: list[PoolProblem], trajs: dict[Key, Tr
     math_pool = [p for p in problems if p.benchmark == "math500"]
     cat_acc = (sum(predict_math_subject(p.doc["problem"]) == p.category for p in math_pool) / len(math_pool)
                if math_pool else None)
-    pass_rate = {m: sum(v.passed for k, v in verdicts.items() if k[1] == m) /
-                 max(1, sum(1 for k in verdicts if k[1] == m)) for m in cfg.sources}
+    verified = Counter(k[1] for k in verdicts)  # open-ended problems have no verdict: no pass rate
+    pass_rate = {m: sum(v.passed for k, v in verdicts.items() if k[1] == m) / verified[m] if verified[m] else None
+                 for m in cfg.sources}
     coverage = Counter(f"{e['category']} | {e['preferred_model']} > {e['unpreferred_model']}" for e in entries)
     excluded_file = Path(cfg.work_dir) / "pool.excluded.json"
     excluded = json.loads(excluded_file.read_text()) if excluded_file.exists() else {}
