@@ -1,8 +1,9 @@
 """Thin Hydra entry point for ``python -m memcollab_eval.build``.
 
-``+sources=[a,b]``, ``+pool=x`` and ``+method=y`` are accepted as well as the plain forms
-(they are in the defaults list, where Hydra wants no ``+``). Unknown models and option
-names are reported with the valid choices before anything runs (exit 2).
+``+sources=[a,b]``, ``+pool=x``, ``+method=y`` and ``+preference=z`` are accepted as well as the
+plain forms (they are in the defaults list, where Hydra wants no ``+``). Unknown models and option
+names are reported with the valid choices before anything runs (exit 2), and so is every bad line
+of a ``preference.labels`` file (file, line and field).
 """
 
 from __future__ import annotations
@@ -15,12 +16,13 @@ from omegaconf import DictConfig, OmegaConf
 
 from memcollab_eval.config import register_configs
 from memcollab_eval.construct.config import BuildConf, register_build_configs
+from memcollab_eval.construct.labels import LabelsError, read_labels
 from memcollab_eval.construct.pipeline import run_build
 from memcollab_eval.construct.pools import PoolError
 from memcollab_eval.errors import EXIT_FAIL, EXIT_USAGE
 from memcollab_eval.hydra_app import group_options, run_hydra
 from memcollab_eval.jsonl_store import StageFileError
-from memcollab_eval.models.generation import target_names
+from memcollab_eval.models.generation import load_target, target_names
 
 _job_started = False
 
@@ -28,16 +30,18 @@ _job_started = False
 def prepare_argv(argv: list[str]) -> list[str]:
     out = []
     for arg in argv:
-        m = re.fullmatch(r"\+{1,2}(sources|pool|method|summarizer)=(.*)", arg)
+        m = re.fullmatch(r"\+{1,2}(sources|pool|method|preference|summarizer)=(.*)", arg)
         if m:
             arg = f"{m.group(1)}={m.group(2)}"
         key, _, value = arg.partition("=")
         if key == "sources":
             names = [n.strip() for n in value.strip("[]").split(",") if n.strip()]
             _check(names, target_names(), "source model")
-        elif key == "summarizer":
-            _check([value], target_names(), "summarizer model")
-        elif key in ("pool", "method") and not any(c in value for c in "()*$"):
+        elif key == "preference.judge" and value in ("null", "~", ""):
+            pass  # conf.problems() says that a judge is needed
+        elif key in ("summarizer", "preference.judge"):
+            _check([value], target_names(), "summarizer model" if key == "summarizer" else "judge model")
+        elif key in ("pool", "method", "preference") and not any(c in value for c in "()*$"):
             _check(value.split(","), group_options(key), key)
         out.append(arg)
     return out
@@ -57,9 +61,19 @@ def _build_job(cfg: DictConfig) -> None:
     if problems:
         print("error: cannot build:\n  - " + "\n  - ".join(problems), file=sys.stderr)
         sys.exit(EXIT_USAGE)
+    try:
+        if conf.preference.name == "labels":  # every bad line before any model loads
+            read_labels(str(conf.preference.labels), {s: load_target(s).identity for s in conf.sources},
+                        conf.method.samples)
+    except LabelsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(EXIT_USAGE)
     _job_started = True
     try:
         stats = run_build(conf)
+    except LabelsError as exc:  # a label naming a problem outside the pool
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(EXIT_USAGE)
     except (PoolError, StageFileError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(EXIT_FAIL)

@@ -11,7 +11,9 @@ from omegaconf import MISSING
 
 from memcollab_eval.agent.protocol import AgentConfig
 from memcollab_eval.config import AgentConfigNode, SandboxConfigNode, protocol_problems, runtime_problems, to_runtime
-from memcollab_eval.construct.distill import PROMPT_VERSIONS
+from memcollab_eval.construct.distill import JUDGED_PROMPT_VERSIONS, PROMPT_VERSIONS
+from memcollab_eval.construct.judge import RUBRIC_VERSIONS, SCORE_RANGE
+from memcollab_eval.construct.preference import SIGNALS
 from memcollab_eval.verify import SandboxConfig
 
 METHOD_KINDS = ("memcollab", "self", "self_contrast")
@@ -25,6 +27,27 @@ class PoolConf:
     math_train: Optional[int] = 0
     gsm8k_train: Optional[int] = 0
     mbpp_train: Optional[int] = 0
+    concepts: Optional[int] = 0  # the open-ended questions shipped in the package (no verifier)
+
+
+@dataclass
+class PreferenceConf:
+    """Which signal decides the preferred trajectory (``preference=verifier|judge|labels``).
+
+    ``verifier``: the verifier's pass/fail and MemCollab's rule (the default; banks come out as before).
+    ``judge``: a judge model (a target config name, loaded through lm-eval's registry like the sources)
+    scores every trajectory 1-5 against the rubric prompt ``rubric_version``; the best score is preferred
+    and paired with every trajectory at least ``min_margin`` lower. ``labels``: a JSONL file of human
+    preferences ``{"problem_id", "preferred", "unpreferred"}``."""
+
+    name: str = "verifier"
+    judge: Optional[str] = None  # judge: a target config name (conf/target/) or a YAML path
+    rubric_version: str = "v1"
+    judge_max_gen_toks: int = 24  # the rubric asks for one line "SCORE: n"
+    judge_batch_size: int = 8  # judge prompts per generate call (llama.cpp decodes them together)
+    min_margin: int = 1  # judge: preferred score - unpreferred score >= min_margin
+    pass_score: int = 4  # judge: a score that counts as "passed" (self-memory; agreement with the verifier)
+    labels: Optional[str] = None  # labels: path of the JSONL file
 
 
 @dataclass
@@ -78,6 +101,7 @@ class BuildConf:
     method: MethodConf = MISSING
     bank: BuildBankConf = field(default_factory=BuildBankConf)
     gates: GatesConf = field(default_factory=GatesConf)
+    preference: PreferenceConf = field(default_factory=PreferenceConf)
     sandbox: SandboxConfigNode = field(default_factory=SandboxConfigNode)
     protocol: str = "single_turn"  # how trajectories are made: single_turn | agent
     agent: AgentConfigNode = field(default_factory=AgentConfigNode)
@@ -98,8 +122,15 @@ class BuildConf:
         return to_runtime(self.agent, sandbox=self.sandbox_config())
 
     def pool_sizes(self) -> dict[str, int | None]:
-        return {"math_train": self.pool.math_train, "gsm8k_train": self.pool.gsm8k_train,
-                "mbpp_train": self.pool.mbpp_train}
+        sizes = {"math_train": self.pool.math_train, "gsm8k_train": self.pool.gsm8k_train,
+                 "mbpp_train": self.pool.mbpp_train}
+        if self.pool.concepts != 0:  # only when used: work directories of earlier pools resume unchanged
+            sizes["concepts"] = self.pool.concepts
+        return sizes
+
+    def needs_data_dir(self) -> bool:
+        """Whether any pool source is read from ``data_dir`` (the open-ended one ships in the package)."""
+        return any(size != 0 for source, size in self.pool_sizes().items() if source != "concepts")
 
     def gen_kwargs(self, default_max: int, *, seed: int, temperature: float | None = None) -> dict[str, Any]:
         """Generation settings: the method's temperature unless ``temperature`` is given (the
@@ -150,10 +181,49 @@ class BuildConf:
             errors.append("gates.validate_per_category must be >= 1")
         if len(set(self.sources)) != len(self.sources):
             errors.append(f"sources has duplicates: {self.sources}")
-        if not self.data_dir:
+        errors.extend(self.preference_problems())
+        if not self.data_dir and self.needs_data_dir():
             errors.append("bank building reads training splits from local files: set data_dir=... or "
                           "MEMCOLLAB_DATA_DIR to a folder with math_train/train.jsonl, gsm8k/train.jsonl and "
                           "mbpp/{train,validation,prompt}.jsonl (training pools are not shipped with the package)")
+        return errors
+
+
+    def preference_problems(self) -> list[str]:
+        """Mistakes in the preference signal and in what it is combined with."""
+        p, errors = self.preference, []
+        open_ended = self.pool.concepts != 0
+        if p.name not in SIGNALS:
+            return [f"preference {p.name!r} is not one of {list(SIGNALS)}"]
+        if p.name == "verifier" and open_ended:
+            errors.append("pool.concepts holds open-ended questions, which have no verifier: use preference=judge "
+                          "or preference=labels")
+        if p.name != "verifier" and self.distill_prompt_version not in JUDGED_PROMPT_VERSIONS:
+            errors.append(f"preference={p.name} distills with the judged prompts, which exist for "
+                          f"distill_prompt_version {list(JUDGED_PROMPT_VERSIONS)}, not {self.distill_prompt_version!r}")
+        if open_ended and (self.gates.resolve or self.gates.validate):
+            errors.append("gates.resolve and gates.validate score answers with the verifiers, which open-ended "
+                          "questions (pool.concepts) do not have: set gates.resolve=false gates.validate=false")
+        if open_ended and self.protocol != "single_turn":
+            errors.append("open-ended questions (pool.concepts) are answered single-turn: set protocol=single_turn")
+        if p.name == "judge":
+            if not p.judge:
+                errors.append("preference=judge needs a judge model: preference.judge=<target config name>")
+            if p.rubric_version not in RUBRIC_VERSIONS:
+                errors.append(f"preference.rubric_version {p.rubric_version!r} is not one of {list(RUBRIC_VERSIONS)}")
+            low, high = SCORE_RANGE
+            if not 1 <= p.min_margin <= high - low:
+                errors.append(f"preference.min_margin must lie between 1 and {high - low}")
+            if not low <= p.pass_score <= high:
+                errors.append(f"preference.pass_score must lie between {low} and {high}")
+            if p.judge_max_gen_toks < 1 or p.judge_batch_size < 1:
+                errors.append("preference.judge_max_gen_toks and preference.judge_batch_size must be >= 1")
+        if p.name == "labels":
+            if not p.labels:
+                errors.append("preference=labels needs the file: preference.labels=<path to a JSONL of "
+                              '{"problem_id", "preferred", "unpreferred"}>')
+            if self.method.kind == "self":
+                errors.append("preference=labels pairs two trajectories; self-memory (method=self) has no pairs")
         return errors
 
 

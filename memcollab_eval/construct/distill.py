@@ -20,6 +20,9 @@ from dataclasses import dataclass
 PROMPT_VERSIONS = ("v1", "v2", "v3")
 PROMPT_VERSION = "v2"  # the version banks built before v3 record (their manifests say so)
 LATEST_PROMPT_VERSION = "v3"  # v1, v2: small summarizers copied their example lessons verbatim
+# Pairs preferred by a judge or by human labels are not "verified correct / wrong": they get their own
+# wording (distill_judged_*), written for v3 only.
+JUDGED_PROMPT_VERSIONS = ("v3",)
 MAX_LESSONS = 2
 MAX_SOLUTION_CHARS = 2500
 
@@ -40,10 +43,14 @@ class Lesson:
 
 
 def prompt_template(kind: str, version: str = PROMPT_VERSION) -> str:
-    """``contrast`` (preferred vs unpreferred), ``self`` (a success alone) or ``retry``."""
+    """``contrast`` (preferred vs unpreferred), ``self`` (a success alone) or ``retry``; ``judged_contrast``
+    and ``judged_self`` for pairs a judge or a human preferred."""
     if version not in PROMPT_VERSIONS:
         raise ValueError(f"unknown distillation prompt version {version!r}; valid: {list(PROMPT_VERSIONS)}")
-    name = {"contrast": "distill_contrast", "self": "distill_self", "retry": "retry"}[kind]
+    if kind.startswith("judged_") and version not in JUDGED_PROMPT_VERSIONS:
+        raise ValueError(f"judged pairs need distill_prompt_version {list(JUDGED_PROMPT_VERSIONS)}, not {version!r}")
+    name = {"contrast": "distill_contrast", "self": "distill_self", "retry": "retry",
+            "judged_contrast": "distill_judged_contrast", "judged_self": "distill_judged_self"}[kind]
     return (importlib.resources.files("memcollab_eval") / "prompts" / f"{name}_{version}.txt").read_text()
 
 
@@ -53,7 +60,14 @@ def _clip(text: str) -> str:
 
 
 def distill_prompt(*, domain: str, problem: str, preferred: str, unpreferred: str | None,
-                   unpreferred_status: str = "fail", version: str = PROMPT_VERSION) -> str:
+                   unpreferred_status: str = "fail", version: str = PROMPT_VERSION, why: str | None = None) -> str:
+    """``why`` (e.g. "a judge scored it 5 of 5, the other 2 of 5") selects the judged wording: the pair's
+    sides were chosen by a judge or a human, not by the verifier."""
+    if why is not None:
+        kind = "judged_self" if unpreferred is None else "judged_contrast"
+        return prompt_template(kind, version).format(
+            domain=domain, problem=problem.strip(), preferred=_clip(preferred),
+            unpreferred="" if unpreferred is None else _clip(unpreferred), why=why)
     if unpreferred is None:
         return prompt_template("self", version).format(domain=domain, problem=problem.strip(),
                                                        preferred=_clip(preferred))

@@ -1,4 +1,4 @@
-"""Bank building, stage by stage: pool -> trajectories -> verdicts -> pairs -> distillation -> bank.
+"""Bank building, stage by stage: pool -> trajectories -> verdicts [-> judgments] -> pairs -> distillation -> bank.
 
 Each stage reads and writes JSONL in the work directory keyed by ``(problem_id, model,
 sample_idx)`` (or by pair), so a build killed at any moment resumes where it stopped and
@@ -9,6 +9,10 @@ so the manifest's construction cost does not depend on how often the build was r
 With ``protocol=agent`` each source model runs the agent protocol (multi-turn, code run in
 the sandbox): the stored trajectory text is the episode transcript, the verifier scores its
 final answer, and distillation and the abstraction gate read it as plain dialogue.
+
+The preference signal is pluggable (``preference=``, construct/preference.py): the verifier's
+verdicts (the default), a judge model's rubric scores (``judgments.jsonl``, resumable like the
+other stages), or a file of human labels. Open-ended problems (``pool.concepts``) get no verdict.
 """
 
 from __future__ import annotations
@@ -28,13 +32,12 @@ from typing import Any
 from lm_eval.api.instance import Instance
 from tqdm.auto import tqdm
 
-from memcollab_eval.adapters import get_spec
 from memcollab_eval.agent.agent_lm import AgentLM
 from memcollab_eval.agent.task_fields import agent_fields
 from memcollab_eval.agent.transcript import readable
 from memcollab_eval.bank.store import BankError, entry_from_dict, load_bank, save_bank, serialize_entries, sha256_bytes
 from memcollab_eval.categorize import predict_math_subject
-from memcollab_eval.construct import evidence, validate
+from memcollab_eval.construct import evidence, judge, validate
 from memcollab_eval.construct.config import BuildConf
 from memcollab_eval.construct.dedupe import drop_near_duplicates
 from memcollab_eval.construct.distill import (
@@ -44,16 +47,21 @@ from memcollab_eval.construct.distill import (
     prompt_template,
 )
 from memcollab_eval.construct.entry_lint import about_difference, lint_entry
+from memcollab_eval.construct.labels import Label, check_problems, labels_sha256, read_labels
+from memcollab_eval.construct.open_task import is_open_ended, reference_text, task_spec
 from memcollab_eval.construct.pools import PoolError, PoolProblem, build_pool
 from memcollab_eval.construct.preference import (
     NoPair,
     Pair,
     apply_ablation,
+    judge_pairs,
+    judge_self_items,
+    label_pairs,
     memcollab_pairs,
     self_contrast_pairs,
     self_memory_items,
 )
-from memcollab_eval.construct.records import DistillRecord, Key, Trajectory, VerdictRecord
+from memcollab_eval.construct.records import DistillRecord, JudgeRecord, Key, Trajectory, VerdictRecord
 from memcollab_eval.jsonl_store import append_records, read_records, write_atomic
 from memcollab_eval.models.generation import Generation, build_lm, generate, generate_requests, load_target
 from memcollab_eval.scoring import score_response
@@ -174,13 +182,13 @@ def stage_trajectories(cfg: BuildConf, problems: list[PoolProblem], work: Path,
                 batch = todo[start:start + cfg.batch_size]
                 # each request carries its own seed, so one call per batch keeps per-sample seeds
                 # exact and lets a batching backend decode the batch together
-                requests = [(get_spec(p.benchmark).prompt(p.doc),
-                             cfg.gen_kwargs(get_spec(p.benchmark).max_gen_toks, seed=cfg.seed + 1000 * s))
+                requests = [(task_spec(p.benchmark).prompt(p.doc),
+                             cfg.gen_kwargs(task_spec(p.benchmark).max_gen_toks, seed=cfg.seed + 1000 * s))
                             for p, s in batch]
                 if agent is None:
                     gens = generate_requests(lm, requests)
                 else:
-                    gens = [agent_generation(agent, prompt, agent_fields(get_spec(p.benchmark), p.doc), kwargs)
+                    gens = [agent_generation(agent, prompt, agent_fields(task_spec(p.benchmark), p.doc), kwargs)
                             for (p, _), (prompt, kwargs) in zip(batch, requests, strict=True)]
                 records = [Trajectory(p.id, model, s, g.text, g.prompt_tokens, g.completion_tokens, g.truncated,
                                       round(g.seconds, 3)) for (p, s), g in zip(batch, gens, strict=True)]
@@ -197,22 +205,63 @@ def stage_verify(cfg: BuildConf, problems: list[PoolProblem], trajs: dict[Key, T
     path = work / "verdicts.jsonl"
     done = {v.key: v for v in map(VerdictRecord.from_json, read_records(path, VerdictRecord.REQUIRED))}
     by_id = {p.id: p for p in problems}
-    todo = [k for k in sorted(trajs) if k not in done and k[0] in by_id]
+    todo = [k for k in sorted(trajs) if k not in done and k[0] in by_id and not is_open_ended(by_id[k[0]].benchmark)]
     sandbox = cfg.sandbox_config()
     for k in tqdm(todo, desc="verify", unit="trajectory", disable=not todo):
         p = by_id[k[0]]
-        v = score_response(get_spec(p.benchmark), p.doc, trajs[k].text, sandbox=sandbox)
+        v = score_response(task_spec(p.benchmark), p.doc, trajs[k].text, sandbox=sandbox)
         record = VerdictRecord(k[0], k[1], k[2], v.status, v.extracted, v.detail[:500], round(v.seconds, 3))
         append_records(path, [record.to_json()])
         done[k] = record
-    return {k: done[k] for k in trajs}  # only the given trajectories' verdicts, as for trajectories
+    # only the given trajectories' verdicts, as for trajectories; open-ended problems have none
+    return {k: done[k] for k in trajs if k in done}
 
 
-def stage_pairs(cfg: BuildConf, problems: list[PoolProblem],
-                verdicts: dict[Key, VerdictRecord]) -> tuple[list[Pair], list[NoPair]]:
+def stage_judge(cfg: BuildConf, problems: list[PoolProblem], trajs: dict[Key, Trajectory], work: Path,
+                models: ModelCache) -> dict[Key, JudgeRecord]:
+    """Score every trajectory of this build with the judge model against the rubric (``judgments.jsonl``);
+    greedy, so a resumed or repeated build gets the same scores."""
+    p = cfg.preference
+    by_id = {x.id: x for x in problems}
+    order = {x.id: i for i, x in enumerate(problems)}
+    keys = sorted(trajs, key=lambda k: (order[k[0]], cfg.sources.index(k[1]), k[2]))
+    todo = []
+    for k in keys:
+        problem = by_id[k[0]]
+        spec = task_spec(problem.benchmark)
+        todo.append((k, judge.judge_prompt(domain="math" if spec.domain == "math" else "programming",
+                                           problem=spec.text(problem.doc), answer=readable(trajs[k].text),
+                                           reference=reference_text(problem.benchmark, problem.doc),
+                                           version=p.rubric_version)))
+    kwargs = {"until": [], "max_gen_toks": p.judge_max_gen_toks, "do_sample": False, "temperature": 0.0}
+    done = judge.judge_trajectories(todo, path=work / "judgments.jsonl", judge=str(p.judge), version=p.rubric_version,
+                                    generate=lambda prompts, kw: generate(models.get(str(p.judge)), prompts, kw),
+                                    gen_kwargs=kwargs, batch_size=p.judge_batch_size)
+    return {k: done[k] for k in trajs}
+
+
+def stage_pairs(cfg: BuildConf, problems: list[PoolProblem], verdicts: dict[Key, VerdictRecord],
+                judgments: dict[Key, JudgeRecord] | None = None, labels: list[Label] | None = None,
+                trajs: dict[Key, Trajectory] | None = None) -> tuple[list[Pair], list[NoPair]]:
     ids = [p.id for p in problems]
-    passed = {k: v.passed for k, v in verdicts.items()}
     kind = cfg.method.kind
+    signal = cfg.preference.name
+    if signal == "labels":
+        assert labels is not None and trajs is not None
+        pairs, skipped = label_pairs(ids, labels, set(trajs))
+        return apply_ablation(pairs, cfg.method.ablation, cfg.seed), skipped
+    if signal == "judge":
+        assert judgments is not None
+        scores = {k: r.score for k, r in judgments.items() if r.score is not None}
+        if kind == "self":
+            pairs, skipped = judge_self_items(ids, scores, cfg.sources[0], cfg.preference.pass_score)
+        else:
+            candidates = [[(pid, m, 0) for m in cfg.sources] if kind == "memcollab" else
+                          [(pid, cfg.sources[0], s) for s in range(cfg.method.samples)] for pid in ids]
+            candidates = [[k for k in keys if k in judgments] for keys in candidates]
+            pairs, skipped = judge_pairs(ids, scores, candidates, cfg.preference.min_margin)
+        return apply_ablation(pairs, cfg.method.ablation, cfg.seed), skipped
+    passed = {k: v.passed for k, v in verdicts.items()}
     if kind == "memcollab":
         pairs, skipped = memcollab_pairs(ids, passed, cfg.sources)
     elif kind == "self_contrast":
@@ -222,9 +271,34 @@ def stage_pairs(cfg: BuildConf, problems: list[PoolProblem],
     return apply_ablation(pairs, cfg.method.ablation, cfg.seed), skipped
 
 
-def pair_id(pair: Pair) -> str:
+def pair_id(pair: Pair, signal_tag: str = "") -> str:
+    """The pair's key in ``distill.jsonl``. ``signal_tag`` (empty for the verifier, so earlier work
+    directories resume) keeps a judged or labelled pair's replies apart from a verified pair's: the
+    same two trajectories are distilled with another prompt."""
     side = lambda k: "none" if k is None else f"{k[1]}#{k[2]}"  # noqa: E731
-    return f"{pair.problem_id}|{side(pair.preferred)}>{side(pair.unpreferred)}"
+    return f"{pair.problem_id}|{side(pair.preferred)}>{side(pair.unpreferred)}" + (f"@{signal_tag}" if signal_tag else "")
+
+
+def signal_tag(cfg: BuildConf) -> str:
+    p = cfg.preference
+    if p.name == "judge":
+        return f"judge={p.judge}/{p.rubric_version}"
+    if p.name == "labels":
+        return f"labels={labels_sha256(str(p.labels))[:16]}"
+    return ""
+
+
+def preference_why(pair: Pair) -> str | None:
+    """What the judged distillation prompt says about why one side was preferred (None: verified)."""
+    if pair.signal == "judge" and pair.scores is not None:
+        low, high = judge.SCORE_RANGE
+        if pair.scores[1] is None:
+            return f"a judge model scored it {pair.scores[0]} on a scale from {low} to {high}"
+        return (f"a judge model scored it {pair.scores[0]} and the other answer {pair.scores[1]}, "
+                f"on a scale from {low} to {high}")
+    if pair.signal == "labels":
+        return "a human reader preferred it"
+    return None
 
 
 def stage_distill(cfg: BuildConf, problems: list[PoolProblem], trajs: dict[Key, Trajectory],
@@ -239,20 +313,22 @@ def stage_distill(cfg: BuildConf, problems: list[PoolProblem], trajs: dict[Key, 
     done = {(r.pair, r.sample): r for r in map(DistillRecord.from_json, read_records(path, DistillRecord.REQUIRED))
             if r.prompt_version == version}
     samples = range(cfg.distill_samples)
-    todo = [(p, s) for p in pairs for s in samples if (pair_id(p), s) not in done]
+    tag = signal_tag(cfg)
+    todo = [(p, s) for p in pairs for s in samples if (pair_id(p, tag), s) not in done]
     if todo:
         by_id = {p.id: p for p in problems}
         lm = models.get(cfg.summarizer)
         def request(pair: Pair, sample: int) -> tuple[str, dict[str, Any]]:
-            spec = get_spec(by_id[pair.problem_id].benchmark)
+            spec = task_spec(by_id[pair.problem_id].benchmark)
             kwargs = cfg.gen_kwargs(cfg.distill_max_gen_toks, seed=cfg.seed + 7919 * sample,
                                     temperature=None if sample == 0 else cfg.distill_temperature)
             prompt = distill_prompt(
                 domain="math" if spec.domain == "math" else "programming", problem=spec.text(by_id[pair.problem_id].doc),
                 preferred=readable(trajs[pair.preferred].text),
                 unpreferred=None if pair.unpreferred is None else readable(trajs[pair.unpreferred].text),
-                unpreferred_status="fail" if pair.unpreferred is None else verdicts[pair.unpreferred].status,
-                version=version)
+                unpreferred_status="fail" if pair.unpreferred is None or pair.signal != "verifier"
+                else verdicts[pair.unpreferred].status,
+                version=version, why=preference_why(pair))
             return prompt, kwargs
 
         with tqdm(total=len(todo), desc=f"distill with {cfg.summarizer}", unit="reply") as bar:
@@ -271,7 +347,7 @@ def stage_distill(cfg: BuildConf, problems: list[PoolProblem], trajs: dict[Key, 
                 records = []
                 for (pair, sample), got, found in zip(batch, replies, lessons, strict=True):
                     record = DistillRecord(
-                        pair_id(pair), version, "ok" if found else "malformed", tuple(asdict(x) for x in found),
+                        pair_id(pair, tag), version, "ok" if found else "malformed", tuple(asdict(x) for x in found),
                         tuple(g.text for g in got), round(sum(g.seconds for g in got), 3),
                         sum(g.completion_tokens or 0 for g in got), sum(g.prompt_tokens or 0 for g in got), sample)
                     if not found:
@@ -280,7 +356,7 @@ def stage_distill(cfg: BuildConf, problems: list[PoolProblem], trajs: dict[Key, 
                     done[(record.pair, sample)] = record
                 append_records(path, [r.to_json() for r in records])
                 bar.update(len(batch))
-    return {pair_id(p): [done[(pair_id(p), s)] for s in samples] for p in pairs}  # this build's pairs only
+    return {pair_id(p, tag): [done[(pair_id(p, tag), s)] for s in samples] for p in pairs}  # this build's pairs only
 
 
 def assemble_entries(cfg: BuildConf, problems: list[PoolProblem], trajs: dict[Key, Trajectory], pairs: list[Pair],
@@ -292,11 +368,12 @@ def assemble_entries(cfg: BuildConf, problems: list[PoolProblem], trajs: dict[Ke
     rejected: Counter = Counter()
     candidates: list[tuple[dict, Pair]] = []
     examples = prompt_examples(cfg.distill_prompt_version)
+    tag = signal_tag(cfg)
     for pair in pairs:
         problem = by_id[pair.problem_id]
-        spec = get_spec(problem.benchmark)
+        spec = task_spec(problem.benchmark)
         sources = [readable(trajs[k].text) for k in (pair.preferred, pair.unpreferred) if k is not None]
-        for record in distilled[pair_id(pair)]:
+        for record in distilled[pair_id(pair, tag)]:
             if record.status != "ok":
                 rejected["malformed"] += 1
                 continue
@@ -322,12 +399,63 @@ def assemble_entries(cfg: BuildConf, problems: list[PoolProblem], trajs: dict[Ke
                     "created_at": ""}
                 if cfg.keeps_difference() and difference:
                     entry["difference"] = difference
+                chosen_by = preference_evidence(cfg, pair, identities)
+                if chosen_by is not None:
+                    entry["evidence"] = {"preference": chosen_by}
                 candidates.append((entry, pair))
     kept, merged = drop_near_duplicates([e for e, _ in candidates], cfg.gates.near_duplicate_threshold)
     rejected["near_duplicate"] += merged
     pair_of_entry = {id(e): p for e, p in candidates}
     entries = [{"id": f"{cfg.bank.name}-{i:04d}", **e} for i, e in enumerate(kept, start=1)]
     return entries, rejected, {e["id"]: pair_of_entry[id(k)] for e, k in zip(entries, kept, strict=True)}
+
+
+def preference_evidence(cfg: BuildConf, pair: Pair, identities: dict[str, str]) -> dict[str, Any] | None:
+    """What chose the pair's sides, for the entry's ``evidence`` (None for the verifier: those
+    entries keep the bytes they always had)."""
+    if pair.signal == "judge" and pair.scores is not None:
+        return {"signal": "judge", "judge": identities[str(cfg.preference.judge)],
+                "rubric_version": cfg.preference.rubric_version,
+                "preferred_score": pair.scores[0], "unpreferred_score": pair.scores[1]}
+    if pair.signal == "labels":
+        name, _, line = pair.label.rpartition(":")
+        return {"signal": "labels", "file": Path(name).name, "line": int(line)}
+    return None
+
+
+def preference_report(cfg: BuildConf, problems: list[PoolProblem], verdicts: dict[Key, VerdictRecord],
+                      judgments: dict[Key, JudgeRecord] | None, labels: list[Label] | None,
+                      pairs: list[Pair], identities: dict[str, str]) -> dict[str, Any] | None:
+    """The manifest's record of a judge or labels signal (None for the verifier): for a judge, its
+    score histogram, mean score per source model, cost, and its agreement with the verifier on the
+    trajectories both scored (math and code problems; open-ended ones have no verdict)."""
+    p = cfg.preference
+    if p.name == "labels":
+        assert labels is not None
+        return {"signal": "labels", "file": str(p.labels), "sha256": labels_sha256(str(p.labels)),
+                "labels": len(labels), "pairs": len(pairs)}
+    if p.name != "judge":
+        return None
+    assert judgments is not None
+    records = list(judgments.values())
+    by_model: dict[str, list[int]] = {}
+    for r in records:
+        if r.score is not None:
+            by_model.setdefault(identities[r.model], []).append(r.score)
+    open_ids = {x.id for x in problems if is_open_ended(x.benchmark)}
+    return {
+        "signal": "judge", "judge": identities[str(p.judge)], "judge_config": p.judge,
+        "rubric_version": p.rubric_version,
+        "rubric_sha256": sha256_bytes(judge.rubric_template(p.rubric_version).encode("utf-8")),
+        "min_margin": p.min_margin, "judged": len(records),
+        "unparsed": sum(r.score is None for r in records), "score_histogram": judge.score_histogram(records),
+        "mean_score_by_model": {m: round(sum(v) / len(v), 3) for m, v in sorted(by_model.items())},
+        "open_ended_trajectories": sum(k[0] in open_ids for k in judgments),
+        "agreement_with_verifier": judge.agreement({k: r.score for k, r in judgments.items()},
+                                                   {k: v.passed for k, v in verdicts.items()}, p.pass_score),
+        "seconds": round(sum(r.seconds for r in records), 1),
+        "completion_tokens": sum(r.completion_tokens or 0 for r in records),
+    }
 
 
 def build_stats(cfg: BuildConf, problems: list[PoolProblem], trajs: dict[Key, Trajectory],
@@ -343,8 +471,9 @@ def build_stats(cfg: BuildConf, problems: list[PoolProblem], trajs: dict[Key, Tr
     math_pool = [p for p in problems if p.benchmark == "math500"]
     cat_acc = (sum(predict_math_subject(p.doc["problem"]) == p.category for p in math_pool) / len(math_pool)
                if math_pool else None)
-    pass_rate = {m: sum(v.passed for k, v in verdicts.items() if k[1] == m) /
-                 max(1, sum(1 for k in verdicts if k[1] == m)) for m in cfg.sources}
+    verified = Counter(k[1] for k in verdicts)  # open-ended problems have no verdict: no pass rate
+    pass_rate = {m: sum(v.passed for k, v in verdicts.items() if k[1] == m) / verified[m] if verified[m] else None
+                 for m in cfg.sources}
     coverage = Counter(f"{e['category']} | {e['preferred_model']} > {e['unpreferred_model']}" for e in entries)
     excluded_file = Path(cfg.work_dir) / "pool.excluded.json"
     excluded = json.loads(excluded_file.read_text()) if excluded_file.exists() else {}
@@ -409,12 +538,14 @@ def stage_evidence(cfg: BuildConf, problems: list[PoolProblem], entries: list[di
         for e in admitted:
             pair = pair_of[e["id"]]
             if pair.unpreferred is None:
-                kept.append({**e, "evidence": {"resolve": {"skipped": "self-memory: no unpreferred trajectory"}}})
+                kept.append({**e, "evidence": {**(e.get("evidence") or {}),
+                                               "resolve": {"skipped": "self-memory: no unpreferred trajectory"}}})
                 continue
             o = outcomes[evidence.lesson_key(e)]
             if o.admitted(g.resolve_min_pass):
                 identity = load_target(o.model).identity
-                kept.append({**e, "evidence": {"resolve": o.evidence(identity, g.resolve_min_pass)}})
+                kept.append({**e, "evidence": {**(e.get("evidence") or {}),
+                                               "resolve": o.evidence(identity, g.resolve_min_pass)}})
             else:
                 rejected["failed_resolve"] += 1
         report["resolve"] = {"tried": len(tried), "admitted": len(tried) - rejected["failed_resolve"],
@@ -491,11 +622,18 @@ def _run_stages(cfg: BuildConf, work: Path) -> dict:
     problems = stage_pool(cfg, work)
     trajs = stage_trajectories(cfg, problems, work, models)
     verdicts = stage_verify(cfg, problems, trajs, work)
-    pairs, skipped = stage_pairs(cfg, problems, verdicts)
+    identities = {name: load_target(name).identity for name in {*cfg.sources, cfg.summarizer}}
+    judgments = labels = None
+    if cfg.preference.name == "judge":
+        identities[str(cfg.preference.judge)] = load_target(str(cfg.preference.judge)).identity
+        judgments = stage_judge(cfg, problems, trajs, work, models)
+    elif cfg.preference.name == "labels":
+        labels = read_labels(str(cfg.preference.labels), {s: identities[s] for s in cfg.sources}, cfg.method.samples)
+        check_problems(labels, [x.id for x in problems])
+    pairs, skipped = stage_pairs(cfg, problems, verdicts, judgments, labels, trajs)
     # per bank: several builds may share a work directory, and each has its own skip reasons
     write_atomic(work / f"no_pairs.{cfg.bank.name}.jsonl", "".join(json.dumps(asdict(s)) + "\n" for s in skipped))
     distilled = stage_distill(cfg, problems, trajs, verdicts, pairs, work, models)
-    identities = {name: load_target(name).identity for name in {*cfg.sources, cfg.summarizer}}
     entries, rejected, pair_of = assemble_entries(cfg, problems, trajs, pairs, distilled, identities)
     evidence_report = None
     if entries and (cfg.gates.resolve or (cfg.gates.validate and cfg.gates.validate_unit == "lesson")):
@@ -509,6 +647,9 @@ def _run_stages(cfg: BuildConf, work: Path) -> dict:
         stats["validation"] = {"target": load_target(cfg.validation_target()).identity, "groups": validation}
     if evidence_report is not None:
         stats["evidence"] = evidence_report
+    preference = preference_report(cfg, problems, verdicts, judgments, labels, pairs, identities)
+    if preference is not None:
+        stats["preference"] = preference
     stats["wall_seconds_this_invocation"] = round(time.time() - started, 1)
     header = {"name": cfg.bank.name, "version": cfg.bank.version, "sources": [identities[s] for s in cfg.sources],
               "summarizer": identities[cfg.summarizer], "notes": cfg.bank.notes}

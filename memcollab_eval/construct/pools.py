@@ -18,6 +18,7 @@ from typing import Any
 
 from memcollab_eval.adapters import get_spec
 from memcollab_eval.categorize import categorize
+from memcollab_eval.construct.open_task import concept_rows, task_spec
 from memcollab_eval.packaged_data import packaged_file
 
 # source name -> (benchmark whose prompt/scorer it uses, local files relative to the data dir)
@@ -26,6 +27,8 @@ POOL_SOURCES: dict[str, tuple[str, tuple[str, ...]]] = {
     "gsm8k_train": ("gsm8k", ("gsm8k/train.jsonl",)),
     "mbpp_train": ("mbpp", ("mbpp/train.jsonl", "mbpp/validation.jsonl", "mbpp/prompt.jsonl")),
 }
+# open-ended sources ship with the package (no data_dir); each row names its own benchmark
+OPEN_SOURCES = {"concepts": concept_rows}
 EVAL_FILES = {"math500": "math500/test.jsonl", "gsm8k": "gsm8k/test.jsonl", "mbpp": "mbpp/test.jsonl",
               "humaneval": "humaneval/HumanEval.jsonl"}
 
@@ -77,31 +80,33 @@ def _as_benchmark_row(source: str, row: dict[str, Any]) -> tuple[str, dict[str, 
     return get_spec(POOL_SOURCES[source][0]).problem_id(row, split="train"), row
 
 
-def categorized(source: str, pid: str, row: dict[str, Any]) -> PoolProblem:
+def categorized(source: str, pid: str, row: dict[str, Any], benchmark: str | None = None) -> PoolProblem:
     """A training row as a pool problem, with the categorizer evaluation uses (MATH: its subject)."""
-    spec = get_spec(POOL_SOURCES[source][0])
+    spec = task_spec(benchmark or POOL_SOURCES[source][0])
     cat = categorize(spec.text(row), domain=spec.domain, benchmark=spec.name,
                      subject=spec.subject(row))
     return PoolProblem(pid, spec.name, source, cat.category, cat.subcategory, row)
 
 
 def load_source(source: str, data_dir: str) -> list[tuple[str, dict[str, Any]]]:
+    if source in OPEN_SOURCES:
+        return [(pid, row) for pid, _, row in OPEN_SOURCES[source]()]
     if source not in POOL_SOURCES:
-        raise PoolError(f"unknown pool source {source!r}; valid: {sorted(POOL_SOURCES)}")
+        raise PoolError(f"unknown pool source {source!r}; valid: {sorted([*POOL_SOURCES, *OPEN_SOURCES])}")
     rows: list[tuple[str, dict[str, Any]]] = []
     for rel in POOL_SOURCES[source][1]:
         rows.extend(_as_benchmark_row(source, r) for r in _read_jsonl(Path(data_dir) / rel))
     return rows
 
 
-def eval_texts(data_dir: str) -> dict[str, str]:
+def eval_texts(data_dir: str | None) -> dict[str, str]:
     """Normalised text of every evaluation problem -> its benchmark and id (for leakage checks):
     ``data_dir``'s copy of an evaluation set when it has one, else the package's own."""
     out: dict[str, str] = {}
     for bench, rel in EVAL_FILES.items():
         spec = get_spec(bench)
-        local = Path(data_dir) / rel
-        for row in _read_jsonl(local if local.exists() else packaged_file(rel)):
+        local = Path(data_dir) / rel if data_dir else None
+        for row in _read_jsonl(local if local is not None and local.exists() else packaged_file(rel)):
             pid = row.get("unique_id") or row.get("task_id") or row["question"][:40]
             out[normalise(spec.text(row))] = f"{bench}:{pid}"
     return out
@@ -112,7 +117,7 @@ def check_leakage(problems: list[PoolProblem], data_dir: str, evals: dict[str, s
     evals = evals if evals is not None else eval_texts(data_dir)
     leaks = []
     for p in problems:
-        text = get_spec(p.benchmark).text(p.doc)
+        text = task_spec(p.benchmark).text(p.doc)
         hit = evals.get(text) or evals.get(normalise(text))
         if hit:
             leaks.append(f"{p.id} == {hit}")
@@ -121,7 +126,7 @@ def check_leakage(problems: list[PoolProblem], data_dir: str, evals: dict[str, s
         raise PoolError(f"refusing a pool that shares problems with evaluation sets: {shown}")
 
 
-def build_pool(sizes: dict[str, int | None], data_dir: str, seed: int,
+def build_pool(sizes: dict[str, int | None], data_dir: str | None, seed: int,
                excluded: dict[str, list[str]] | None = None) -> list[PoolProblem]:
     """Seeded sample of each source (``None`` = all of it), categorized, leakage-checked.
 
@@ -135,15 +140,16 @@ def build_pool(sizes: dict[str, int | None], data_dir: str, seed: int,
         size = sizes[source]
         if size == 0:
             continue
-        spec = get_spec(POOL_SOURCES[source][0])
+        benchmark_of = {pid: b for pid, b, _ in OPEN_SOURCES[source]()} if source in OPEN_SOURCES else {}
         rows, overlap = [], []
         for pid, row in load_source(source, data_dir):
+            spec = task_spec(benchmark_of.get(pid) or POOL_SOURCES[source][0])
             (overlap if normalise(spec.text(row)) in evals else rows).append((pid, row))
         if excluded is not None and overlap:
             excluded[source] = [pid for pid, _ in overlap]
         if size is not None and size < len(rows):
             rows = random.Random(f"{seed}:{source}").sample(rows, size)
-        problems.extend(categorized(source, pid, row) for pid, row in rows)
+        problems.extend(categorized(source, pid, row, benchmark_of.get(pid)) for pid, row in rows)
     if not problems:
         raise PoolError(f"the pool is empty: every source size is 0 ({sizes})")
     ids = [p.id for p in problems]

@@ -6,15 +6,25 @@ trajectory is paired with every failed trajectory of the other models. A problem
 fail, or all pass, yields no pair; the reason is recorded. The other memory sources the
 paper compares against are variations of the same rule (self-contrast, self-memory) or
 ablations applied to its output (random or reversed preferred side).
+
+The signal that decides "passed" is pluggable (``preference=`` in the build config): the verifier
+(the rule above, the default), a judge model's rubric scores (:func:`judge_pairs`: the highest
+score is preferred and paired with every trajectory scored at least ``margin`` lower, ties going
+to the stronger model, as the verifier rule prefers it), or human labels (:func:`label_pairs`:
+exactly the labelled pairs). A pair records the signal that made it, so its distillation and its
+entries say where the preference came from.
 """
 
 from __future__ import annotations
 
 import random
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
+from memcollab_eval.construct.labels import Label
 from memcollab_eval.construct.records import Key
+
+SIGNALS = ("verifier", "judge", "labels")
 
 
 @dataclass(frozen=True)
@@ -23,6 +33,9 @@ class Pair:
     preferred: Key
     unpreferred: Key | None  # None: self-memory (a success distilled without contrast)
     rule: str
+    signal: str = "verifier"  # what chose the sides: verifier | judge | labels
+    scores: tuple[int, int | None] | None = None  # judge: (preferred, unpreferred) scores
+    label: str = ""  # labels: the file and line the pair came from
 
 
 @dataclass(frozen=True)
@@ -94,5 +107,65 @@ def apply_ablation(pairs: Sequence[Pair], mode: str, seed: int) -> list[Pair]:
         if p.unpreferred is None:
             raise ValueError("preference ablations need contrastive pairs, not self-memory")
         swap = True if mode == "reversed" else rng.random() < 0.5
-        out.append(Pair(p.problem_id, p.unpreferred, p.preferred, f"{mode}: {p.rule}") if swap else p)
+        flipped = None if p.scores is None else (p.scores[1], p.scores[0])
+        out.append(replace(p, preferred=p.unpreferred, unpreferred=p.preferred, rule=f"{mode}: {p.rule}",
+                           scores=flipped) if swap else p)  # type: ignore[arg-type]
     return out
+
+
+def judge_pairs(problem_ids: Sequence[str], scores: Mapping[Key, int], candidates: Sequence[Sequence[Key]],
+                margin: int) -> tuple[list[Pair], list[NoPair]]:
+    """Pairs from judge scores. ``candidates`` holds, per problem (in ``problem_ids`` order), the
+    trajectories that compete, in preference order for ties (strongest source first, or sample
+    order); those without a score (the judge's reply named none) take no part."""
+    pairs, skipped = [], []
+    for pid, keys in zip(problem_ids, candidates, strict=True):
+        scored = [k for k in keys if scores.get(k) is not None]
+        if len(scored) < 2:
+            unscored = len(keys) - len(scored)
+            skipped.append(NoPair(pid, "fewer than two judged trajectories" +
+                                  (f" ({unscored} judge replies named no score)" if unscored else "")))
+            continue
+        best = max(scores[k] for k in scored)
+        preferred = next(k for k in scored if scores[k] == best)
+        losers = [k for k in scored if scores[k] <= best - margin]
+        if not losers:
+            skipped.append(NoPair(pid, f"judge scores within the margin ({margin}) of each other"))
+            continue
+        pairs.extend(Pair(pid, preferred, k, f"judge {best} > {scores[k]}", "judge", (best, scores[k]))
+                     for k in losers)
+    return pairs, skipped
+
+
+def judge_self_items(problem_ids: Sequence[str], scores: Mapping[Key, int], model: str, pass_score: int
+                     ) -> tuple[list[Pair], list[NoPair]]:
+    """Self-memory with a judge: each trajectory scored at least ``pass_score`` counts as a success."""
+    pairs, skipped = [], []
+    for pid in problem_ids:
+        key = (pid, model, 0)
+        score = scores.get(key)
+        if score is not None and score >= pass_score:
+            pairs.append(Pair(pid, key, None, f"judge {score} >= {pass_score}", "judge", (score, None)))
+        else:
+            skipped.append(NoPair(pid, "no judged trajectory" if score is None else
+                                  f"judge score {score} below {pass_score}"))
+    return pairs, skipped
+
+
+def label_pairs(problem_ids: Sequence[str], labels: Sequence[Label], available: set[Key]
+                ) -> tuple[list[Pair], list[NoPair]]:
+    """Exactly the labelled pairs, in pool order and then file order; a problem without a label
+    yields no pair, and so does a label whose trajectory this build has none of."""
+    by_problem: dict[str, list[Label]] = {}
+    for label in labels:
+        by_problem.setdefault(label.problem_id, []).append(label)
+    pairs, skipped = [], []
+    for pid in problem_ids:
+        mine = by_problem.get(pid, [])
+        usable = [x for x in mine if x.preferred in available and x.unpreferred in available]
+        if not usable:
+            skipped.append(NoPair(pid, "no human label" if not mine else "labelled trajectories were not generated"))
+            continue
+        pairs.extend(Pair(pid, x.preferred, x.unpreferred, f"human label ({x.where})", "labels", label=x.where)
+                     for x in usable)
+    return pairs, skipped

@@ -113,3 +113,35 @@ class DistillRecord:
         values["lessons"] = tuple(values["lessons"])
         values["replies"] = tuple(values.get("replies", ()))
         return cls(**values)
+
+
+@dataclass(frozen=True)
+class JudgeRecord:
+    """A judge model's score of one trajectory against a rubric (``judgments.jsonl``): status ``ok``
+    (``score`` set) or ``unparsed`` (the reply named no score; the trajectory takes part in no pair).
+    Kept per judge and rubric version, so changing either judges again and a resumed build does not."""
+
+    problem_id: str
+    model: str
+    sample_idx: int
+    judge: str
+    rubric_version: str
+    status: str
+    score: int | None
+    reply: str = ""
+    seconds: float = 0.0
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+
+    REQUIRED = ("problem_id", "model", "sample_idx", "judge", "rubric_version", "status", "score")
+
+    @property
+    def key(self) -> Key:
+        return (self.problem_id, self.model, int(self.sample_idx))
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, obj: dict[str, Any]) -> JudgeRecord:
+        return cls(**_take(cls, obj, cls.REQUIRED))
