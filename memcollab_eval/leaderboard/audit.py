@@ -112,13 +112,14 @@ def _run_dirs(paths: list[Path]) -> list[Path]:
     return list(out)
 
 
-def _config_bank_path(run_dir: Path) -> Path | None:
+def _config_bank_path(run_dir: Path) -> tuple[bool, Path | None]:
+    """(has a Hydra config, the bank path it names or None for no memory)."""
     found = hydra_config(run_dir)
     if found is None:
-        return None
+        return False, None
     register_hydra()  # resolves ${pkg_banks:}
     path = OmegaConf.select(OmegaConf.create(found[1]), "bank.path", default=None)
-    return Path(str(path)).resolve() if path else None
+    return True, Path(str(path)).resolve() if path else None
 
 
 def run_version(run_dir: Path, root: Path, versions: dict[int, MemoryBank]) -> tuple[int | None, str]:
@@ -136,9 +137,11 @@ def run_version(run_dir: Path, root: Path, versions: dict[int, MemoryBank]) -> t
             if hit:
                 return max(hit), f"sha256 {sha[:12]}"
             return None, f"read another bank (sha256 {sha[:12]} is no version of {root})"
-    path = _config_bank_path(run_dir)
+    has_config, path = _config_bank_path(run_dir)
+    if not has_config:
+        return None, "records neither the bank's sha256 (summary.json) nor its path (.hydra/config.yaml)"
     if path is None:
-        return None, "does not say which bank it read (no summary record, no Hydra config)"
+        return None, "ran without memory (bank path null)"
     dirs = {b.path.resolve(): n for n, b in versions.items() if b.path is not None}
     if path in dirs and path != root.resolve():
         return dirs[path], f"config path {path.name}"
