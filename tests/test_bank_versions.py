@@ -111,7 +111,7 @@ def test_cli_retire_supersede_versions_and_diff(bank, tmp_path, capsys):
     (["retire", "{bank}", "e1"], "say why with --why"),
     (["retire", "{bank}", "nope", "--why", "x"], "no entry with id 'nope'"),
     (["supersede", "{bank}", "e1", "{bank}/missing.json"], "missing.json: cannot read"),
-    (["supersede", "{bank}", "e1", "{bank}/manifest.json"], "field 'id'"),
+    (["supersede", "{bank}", "e1", "{bank}/manifest.json"], "manifest.json: unknown field 'config'"),
     (["diff", "{bank}@v0"], "BANK@vN with N >= 1"),
     (["diff", "{bank}"], "has one version only"),
     (["audit", "{bank}", "{bank}/nope"], "does not exist"),
