@@ -223,6 +223,7 @@ def evaluate(cfg: EvalConf, run_dir: Path) -> list[BenchmarkRow]:
     """Run the whole job and write results under ``run_dir``; returns the summary rows."""
     from lm_eval import simple_evaluate  # lm-eval's evaluator and loggers load torch-free but slowly: on use
     from lm_eval.loggers import EvaluationTracker
+    from lm_eval.tasks import TaskManager
 
     started = time.perf_counter()  # the run record's wall time
     preflight(cfg)
@@ -236,13 +237,18 @@ def evaluate(cfg: EvalConf, run_dir: Path) -> list[BenchmarkRow]:
                  for b in cfg.benchmarks}
         limit, chosen = None, selected_samples(list(cfg.benchmarks), names, cfg.data_dir, cfg.limit,
                                                 dict(cfg.limits), cfg.subset, cfg.seed)
+    metadata = {"memcollab": {"target": cfg.target.identity, "bank": cfg.bank.name, "protocol": cfg.protocol}}
+    # The tasks are inline configs: lm-eval's index of its ~14,000 built-in task files (what simple_evaluate
+    # builds when given no task manager: 20-80 s on this machine, per run) is never consulted for them.
+    task_manager = TaskManager(include_defaults=False, metadata=metadata)
     results = simple_evaluate(
-        model=lm, tasks=tasks, limit=limit, samples=chosen, log_samples=cfg.log_samples, evaluation_tracker=tracker, use_cache=cache,
+        model=lm, tasks=tasks, task_manager=task_manager, limit=limit, samples=chosen, log_samples=cfg.log_samples,
+        evaluation_tracker=tracker, use_cache=cache,
         # the agent wrapper needs the raw prompt: it applies the chat template to every turn itself
         apply_chat_template=cfg.target.apply_chat_template if cfg.protocol == "single_turn" else False,
         random_seed=cfg.seed, numpy_random_seed=cfg.seed,
         torch_random_seed=cfg.seed, fewshot_random_seed=cfg.seed, bootstrap_iters=0,
-        metadata={"memcollab": {"target": cfg.target.identity, "bank": cfg.bank.name, "protocol": cfg.protocol}},
+        metadata=metadata,
     )
     samples = results.pop("samples", None)
     # lm-eval names the results folder after model_args, which an LM instance does not have
