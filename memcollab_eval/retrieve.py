@@ -343,6 +343,7 @@ class Retriever:
                 if config.use_categories:
                     by_category.setdefault(_norm(e.category), []).append(i)
         self._removed: dict[str | None, list[int]] = {None: []}  # what the screen took from each candidate set
+        self._filtered: dict[str | None, Filtered] = {}
         for i in sorted(self.screen.removed):
             e = bank.entries[i]
             if not config.model_filter or target_identity in (e.preferred_model, e.unpreferred_model):
@@ -362,8 +363,15 @@ class Retriever:
         return 0 if group is None else len(group.rows)
 
     def filtered(self, category: Category | None) -> Filtered:
-        """What the access and lifecycle screen removed from this problem's candidate set."""
-        removed = self._removed.get(self._group_key(category), [])
+        """What the access and lifecycle screen removed from this problem's candidate set (it depends on
+        the candidate set only, so it is worked out once per category)."""
+        key = self._group_key(category)
+        if key not in self._filtered:
+            self._filtered[key] = self._count_removed(key)
+        return self._filtered[key]
+
+    def _count_removed(self, key: str | None) -> Filtered:
+        removed = self._removed.get(key, [])
         counts = dict.fromkeys(REASONS, 0)
         ids = []
         for i in removed:

@@ -75,6 +75,8 @@ class MemoryEntry:
         for name in _WRITTEN_WHEN_SET:
             if out[name] in ("", None):
                 del out[name]
+            elif isinstance(out[name], tuple):  # scopes, policy: JSON lists
+                out[name] = list(out[name])
         return out
 
 

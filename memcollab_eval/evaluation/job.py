@@ -14,6 +14,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -107,6 +108,11 @@ def memory_warnings(cfg: EvalConf, bank: MemoryBank | None) -> list[str]:
     if not bank.entries:
         return [f"bank {cfg.bank.name!r} ({bank.path}) has no entries: no memory reaches any prompt"]
     principal = cfg.retrieval.principal
+    removed = screen(bank.entries, run_access(cfg)).removed
+    if len(removed) == len(bank.entries):
+        reasons = ", ".join(f"{n} {r.replace('_', ' ')}" for r, n in sorted(Counter(removed.values()).items()))
+        return [f"every entry of bank {cfg.bank.name!r} is removed by the access and lifecycle screen for principal "
+                f"{principal!r} ({reasons}): no memory reaches any prompt"]
     if principal is not None and principal not in cfg.access.principals and any(e.scopes for e in bank.entries):
         return [f"retrieval.principal={principal!r} is not in access.principals, so it belongs to no group: only "
                 "entries whose scopes name it, or that have no scopes, can be retrieved"]
