@@ -14,8 +14,9 @@ versions apart). A run that used another bank, no bank, or does not say, is list
 why, and counts nowhere.
 
 Retirement candidates, the stated rule: an entry that is live in the newest version and that, pooled
-over every audited run and version, was in the prompts of at least ``min_harm`` (2) more problems
-memory broke than problems it fixed (``broken - fixed >= min_harm``). As in attribution, an entry
+over every audited run and version, was in the prompts of at least ``min_harm`` (2) more problem
+evaluations memory broke than ones it fixed (``broken - fixed >= min_harm``; a problem evaluated in
+several runs counts once per run). As in attribution, an entry
 shares the flips of the entries retrieved with it: the rule finds where harm concentrates, and a
 proposal is for a person to read before ``bank retire --proposal`` applies it.
 """
@@ -106,9 +107,10 @@ def _run_dirs(paths: list[Path]) -> list[Path]:
     except LeaderboardError as exc:
         raise AuditError(str(exc)) from None
     out: dict[Path, None] = {}
-    for r in results:
-        found = hydra_config(r.parent)
-        out[(found[0] if found else r.parent).resolve()] = None
+    for r in results:  # lm-eval writes into a subfolder of the run: the run is where its record or config is
+        marked = [d for d in (r.parent, r.parent.parent)
+                  if (d / "summary.json").is_file() or (d / ".hydra" / "config.yaml").is_file()]
+        out[(marked[0] if marked else r.parent).resolve()] = None
     return list(out)
 
 
@@ -186,8 +188,8 @@ def audit(bank_path: str | Path, run_paths: list[str | Path], *, min_harm: int =
 
 def rule_text(min_harm: int) -> str:
     return (f"live in the newest version, and pooled over the audited runs memory broke at least {min_harm} more of "
-            "the problems it was retrieved for than it fixed (broken - fixed >= "
-            f"{min_harm})")
+            "the problem evaluations it was retrieved for than it fixed (broken - fixed >= "
+            f"{min_harm}; a problem evaluated in several runs counts once per run)")
 
 
 def proposal(a: Audit) -> dict:
@@ -199,8 +201,8 @@ def proposal(a: Audit) -> dict:
         "made_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "runs": [str(r.run_dir) for r in a.runs],
         "retire": [{"id": s.entry_id, "why": f"audit over {runs} run(s): in the prompts of {len(s.problems)} "
-                                            f"problem(s), memory fixed {s.fixed} and broke {s.broken} (rule: "
-                                            f"broken - fixed >= {a.min_harm})"}
+                                            f"problem(s), {s.prompts} evaluation(s); memory fixed {s.fixed} and "
+                                            f"broke {s.broken} (rule: broken - fixed >= {a.min_harm})"}
                    for s in a.candidates()],
     }
 
