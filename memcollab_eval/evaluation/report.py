@@ -104,7 +104,8 @@ class _Explainer:
     def __init__(self, bank: MemoryBank, config: RetrievalConfig, target: str, access: Access | None = None) -> None:
         self.bank, self.config, self.target = bank, config, target
         self.retriever = Retriever(bank, config, target, access=access)
-        self.probe = Retriever(bank, replace(config, min_score=0.0, top_k=1), target,
+        # the probe asks the scores alone (selector=score): under selector=llm there is no model here to ask
+        self.probe = Retriever(bank, replace(config, min_score=0.0, top_k=1, selector="score"), target,
                                access=self.retriever.access) if config.top_k else None
         self.mine = [e for e in bank.entries if not config.model_filter or target in (e.preferred_model,
                                                                                        e.unpreferred_model)]
@@ -139,6 +140,11 @@ class _Explainer:
                       + f"; the categories it has{whose}: {others}")
             return f"had no entry of their category{whose}", detail
         n = self.retriever.candidate_count(category)
+        best_llm = self.probe.retrieve(text, category=category) if text is not None and self.probe else []
+        if c.selector == "llm" and best_llm and best_llm[0].score >= c.min_score:
+            return ("were given no entry by the target model (selector=llm)",
+                    f"the target model was shown up to {c.llm_candidates} of the {n} candidate entries scoring at "
+                    f"least min_score {c.min_score:g} and picked none")
         phrase = f"had candidates that all scored below min_score {c.min_score:g}"
         detail = f"the {n} candidate entries of this category all scored below min_score {c.min_score:g}"
         if text is not None and self.probe is not None:

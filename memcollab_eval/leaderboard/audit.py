@@ -207,13 +207,23 @@ def proposal(a: Audit) -> dict:
     }
 
 
+def _relative(path: Path | None) -> str:
+    """Below the working directory when it is (audit reports get committed; absolute paths do not travel)."""
+    if path is None:
+        return "?"
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
 def render(a: Audit) -> str:
     texts = {e.id: e.render() for b in a.versions.values() for e in b.entries}
     status = {}
     gone = superseded_ids(a.bank.entries)
     for e in a.bank.entries:
         status[e.id] = "retired" if e.status == "retired" else "superseded" if e.id in gone else "active"
-    lines = [f"# Bank audit: {a.bank.root} (newest version v{a.bank.manifest.version}, "
+    lines = [f"# Bank audit: {_relative(a.bank.root)} (newest version v{a.bank.manifest.version}, "
              f"{len(a.bank.entries)} entries)", "",
              f"{len(a.runs)} run(s) audited, {len(a.skipped)} skipped. fixed = wrong without memory, right with it; "
              "broken = the reverse (against each run's no-memory twin). An entry shares the flips of the entries "
@@ -236,9 +246,9 @@ def render(a: Audit) -> str:
     lines += [f"- {s.entry_id}: {len(s.problems)} problem(s) over {len(s.runs)} run(s), fixed {s.fixed}, broken "
               f"{s.broken}" for s in cands] or ["(none)"]
     lines += ["", "## Runs", ""]
-    lines += [f"- v{r.version} ({r.how}): {r.run_dir}" for r in a.runs] or ["(none)"]
+    lines += [f"- v{r.version} ({r.how}): {_relative(r.run_dir)}" for r in a.runs] or ["(none)"]
     if a.skipped:
-        lines += ["", "## Skipped", ""] + [f"- {p}: {why}" for p, why in a.skipped]
+        lines += ["", "## Skipped", ""] + [f"- {_relative(p)}: {why}" for p, why in a.skipped]
     return "\n".join(lines) + "\n"
 
 
