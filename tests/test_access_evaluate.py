@@ -135,3 +135,38 @@ def test_a_pinned_version_brings_the_retired_entries_back(tmp_path, shared_bank,
     got = [r["id"] for s in memory_samples(tmp_path) for r in s["doc"]["memcollab_retrieved"]]
     assert any(i.startswith("old-") for i in got)
     assert summary["access"]["entries_removed"]["retired"] == 0
+
+
+def test_preflight_warns_when_the_screen_removes_every_entry(tmp_path):
+    from memcollab_eval.evaluation.job import memory_warnings
+
+    rows = [{**e.to_dict(), "scopes": ["alice"]} for e in load_bank(PACKAGE_BANKS / "demo_handmade").entries]
+    bank = save_bank(tmp_path / "b", rows, name="b")
+    cfg = compose_eval(["+target=scripted", "+bank=demo_handmade", "target.identity=qwen25_coder_05b",
+                        "retrieval.principal=bob"])
+    warning = memory_warnings(cfg, bank)
+    assert len(warning) == 1 and "removed by the access and lifecycle screen for principal 'bob' (40 scope)" in \
+        warning[0]
+    cfg.retrieval.principal = "alice"
+    assert ["not in access.principals" in w for w in memory_warnings(cfg, bank)] == [True]
+    cfg.access.principals = {"alice": []}
+    assert memory_warnings(cfg, bank) == []
+
+
+def test_the_lm_eval_cli_path_reads_the_principal_from_the_environment(tmp_path, monkeypatch):
+    from memcollab_eval.evaluation import tasks
+
+    rows = [{**e.to_dict(), "scopes": ["code-team"]} for e in load_bank(PACKAGE_BANKS / "demo_handmade").entries]
+    save_bank(tmp_path / "b", rows, name="b")
+    monkeypatch.setenv(tasks.ENV_BANK, str(tmp_path / "b"))
+    monkeypatch.setenv(tasks.ENV_TARGET, "qwen25_coder_05b")
+    monkeypatch.setenv(tasks.ENV_PRINCIPAL, "bob")
+    monkeypatch.setenv(tasks.ENV_GROUPS, "code-team")
+    monkeypatch.setenv(tasks.ENV_EXTERNAL, "1")
+    tasks._setup_from_env.cache_clear()
+    try:
+        setup = tasks._setup_from_env()
+    finally:
+        tasks._setup_from_env.cache_clear()
+    assert setup.access.principal == "bob" and setup.access.groups == {"code-team"}
+    assert setup.access.external_target and setup.retrieval.principal == "bob"
