@@ -1,6 +1,8 @@
 """Pick the few memory entries to prepend to one task (MemCollab's retrieval step).
 
-Filter, then rank: keep entries of the task's category that involve the target model (as the
+Screen, filter, then rank. The screen (memcollab_eval/bank/governance.py) first drops the entries this
+run may not retrieve (scopes, policy, lifecycle), before anything below is built, so no ranker, ablation
+or selector ever sees them. Then keep entries of the task's category that involve the target model (as the
 preferred or the unpreferred side of the pair they were distilled from), score them by
 relevance to the problem text (TF-IDF or BM25 over words, or the cosine of sentence
 embeddings: ``ranker=embedding``, memcollab_eval/embedding.py), add a small bonus for the
