@@ -15,8 +15,15 @@ and the banks' lessons are drawn from ``--embedding-distinct`` texts, default 5,
 stays within minutes on 2 cores). ``--embedding-queries`` (default 200) bounds the single-query
 timing, whose forward passes dominate.
 
+The access filter (``--governance-sizes``, default 10k and 100k): the same synthetic bank with
+governance fields (two thirds of the entries scoped to one of two principals or two groups, 10%
+no-external-models, 5% retired, 5% expired, 2% superseded), retrieved for a principal, against the
+bank without the fields. "screen ms" is deciding every entry once (done at construction); "build s"
+the whole construction; "p50 us" a query; "record p50 us" the per-problem screen record
+(``Retriever.filtered``) that the evaluate job logs, beside each query, for a governed bank.
+
 Run: python benchmarks/bench_retrieval.py [--sizes 1000 10000 100000] [--queries 2000]
-         [--embedding-sizes 10000 100000] [--embedding-queries 200]
+         [--embedding-sizes 10000 100000] [--embedding-queries 200] [--governance-sizes 10000 100000]
 """
 
 from __future__ import annotations
@@ -25,9 +32,11 @@ import argparse
 import gc
 import random
 import time
+from dataclasses import replace
 
 import numpy as np
 
+from memcollab_eval.bank.governance import access_for, screen
 from memcollab_eval.bank.store import BankManifest, MemoryBank, MemoryEntry
 from memcollab_eval.categorize import TAXONOMY, Category, categorize
 from memcollab_eval.retrieve import RetrievalConfig, Retriever
@@ -161,6 +170,60 @@ def bench_embedding(sizes: list[int], n_queries: int, seed: int, distinct: int) 
                   f" {r['batched']:>13.0f} {r['abstain']:>8.1%}")
 
 
+SCOPES = (("alice",), ("bob",), ("math-team",), ("code-team",))
+PRINCIPALS = {"alice": ["math-team"], "bob": ["code-team"]}
+
+
+def governed_bank(bank: MemoryBank, seed: int) -> MemoryBank:
+    """``bank`` with governance fields on a seeded share of its entries (module docstring)."""
+    rng = random.Random(seed + 3)
+    entries = []
+    for i, e in enumerate(bank.entries):
+        fields: dict = {}
+        if rng.random() < 2 / 3:
+            fields["scopes"] = rng.choice(SCOPES)
+        if rng.random() < 0.10:
+            fields["policy"] = ("no-external-models",)
+        roll = rng.random()
+        if roll < 0.05:
+            fields.update(status="retired", retired_why="benchmark")
+        elif roll < 0.10:
+            fields["valid_until"] = "2020-01-01"
+        elif roll < 0.12 and i:
+            fields["supersedes"] = bank.entries[i - 1].id
+        entries.append(replace(e, **fields))
+    return MemoryBank(replace(bank.manifest, name=bank.manifest.name + "-governed"), tuple(entries))
+
+
+def bench_governance(sizes: list[int], n_queries: int, seed: int) -> None:
+    queries = synthetic_queries(n_queries, seed)
+    header = (f"{'entries':>8}  {'bank':<24} {'kept':>7} {'screen ms':>10} {'build s':>8} {'p50 us':>8}"
+              f" {'p99 us':>8} {'record p50 us':>14} {'abstain':>8}")
+    print(f"\naccess filter (tfidf cat+model, principal alice in math-team, {n_queries} queries)")
+    print(header)
+    print("-" * len(header))
+    for size in sizes:
+        plain = synthetic_bank(size, seed)
+        governed = governed_bank(plain, seed)
+        access = access_for("alice", PRINCIPALS)
+        for label, bank in (("without fields", plain), ("governed", governed)):
+            start = time.perf_counter()
+            kept = len(screen(bank.entries, access).kept)
+            screen_ms = (time.perf_counter() - start) * 1e3
+            start = time.perf_counter()
+            retriever = Retriever(bank, RetrievalConfig(principal="alice"), MODELS[1], access=access)
+            build = time.perf_counter() - start
+            r = time_queries(retriever, queries)
+            record_us = []
+            for _, cat in queries:
+                start_ns = time.perf_counter_ns()
+                retriever.filtered(cat)
+                record_us.append((time.perf_counter_ns() - start_ns) / 1000.0)
+            with_record = float(np.percentile(record_us, 50))
+            print(f"{size:>8}  {label:<24} {kept:>7} {screen_ms:>10.1f} {build:>8.2f} {r['p50']:>8.1f}"
+                  f" {r['p99']:>8.1f} {with_record:>14.1f} {r['abstain']:>8.1%}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", default=[1_000, 10_000, 100_000])
@@ -169,6 +232,8 @@ def main() -> None:
     parser.add_argument("--embedding-sizes", type=int, nargs="*", default=[10_000, 100_000],
                         help="bank sizes for the embedding ranker (none: skip it)")
     parser.add_argument("--embedding-queries", type=int, default=200)
+    parser.add_argument("--governance-sizes", type=int, nargs="*", default=[10_000, 100_000],
+                        help="bank sizes for the access filter's cost (none: skip it)")
     parser.add_argument("--embedding-distinct", type=int, default=5_000,
                         help="distinct lesson texts in the embedding banks (the encoder's cost of a build)")
     args = parser.parse_args()
@@ -201,6 +266,8 @@ def main() -> None:
     if p50_default_10k is not None:
         verdict = "OK" if p50_default_10k < 1000 else "MISSED"
         print(f"\ntarget p50 < 1000 us at 10k entries (default config): {p50_default_10k:.1f} us -> {verdict}")
+    if args.governance_sizes:
+        bench_governance(args.governance_sizes, args.queries, args.seed)
     if args.embedding_sizes:
         bench_embedding(args.embedding_sizes, args.embedding_queries, args.seed, args.embedding_distinct)
 

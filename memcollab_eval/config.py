@@ -40,6 +40,8 @@ class TargetConf:
     requires: list[str] = field(default_factory=list)  # importable modules the backend needs
     install_hint: str = ""
     description: str = ""
+    # a model served by another party: entries with policy no-external-models (or internal) never reach it
+    external: bool = False
 
 
 @dataclass
@@ -48,6 +50,7 @@ class BankConf:
 
     name: str = MISSING
     path: Optional[str] = None
+    version: Optional[int] = None  # null: the newest version (README "Governing a shared bank")
     sources: list[str] = field(default_factory=list)
     summarizer: str = ""
     build_command: str = ""
@@ -86,7 +89,8 @@ def to_runtime(node: Any, **extra: Any) -> Any:
 
 
 RetrievalConfigNode = hydra_schema(RetrievalConfig, ("top_k", "use_categories", "model_filter", "min_score", "ranker",
-                                                    "encoder", "selector", "llm_candidates"))
+                                                    "encoder", "selector", "llm_candidates", "principal",
+                                                    "as_of"))
 SandboxConfigNode = hydra_schema(SandboxConfig, ("timeout", "memory_mb", "workers", "allow_weak_isolation"))
 AgentConfigNode = hydra_schema(AgentConfig, ("max_turns", "output_chars", "block_timeout"))
 
@@ -155,12 +159,31 @@ def protocol_problems(protocol: str) -> list[str]:
 
 
 @dataclass
+class AccessConf:
+    """Who belongs to which group: ``principals`` maps a principal (``retrieval.principal``) to the
+    groups it belongs to; an entry's ``scopes`` may name either."""
+
+    principals: dict[str, list[str]] = field(default_factory=dict)
+
+
+def access_problems(principal: Optional[str], access: AccessConf) -> list[str]:
+    """Names in ``access.principals`` that no entry's scopes could match (spaces, commas)."""
+    problems = []
+    for who, groups in dict(access.principals).items():
+        for name in [who, *groups]:
+            if not isinstance(name, str) or not name or any(c.isspace() or c == "," for c in name):
+                problems.append(f"access.principals: {name!r} is not a name (no spaces or commas)")
+    return problems
+
+
+@dataclass
 class EvalConf:
     """The evaluate command: target x bank on a list of benchmarks, with and without memory."""
 
     target: TargetConf = MISSING
     bank: BankConf = MISSING
     retrieval: RetrievalConfigNode = field(default_factory=RetrievalConfigNode)
+    access: AccessConf = field(default_factory=AccessConf)
     sandbox: SandboxConfigNode = field(default_factory=SandboxConfigNode)
     protocol: str = "single_turn"  # single_turn | agent
     agent: AgentConfigNode = field(default_factory=AgentConfigNode)

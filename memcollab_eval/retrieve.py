@@ -1,6 +1,8 @@
 """Pick the few memory entries to prepend to one task (MemCollab's retrieval step).
 
-Filter, then rank: keep entries of the task's category that involve the target model (as the
+Screen, filter, then rank. The screen (memcollab_eval/bank/governance.py) first drops the entries this
+run may not retrieve (scopes, policy, lifecycle), before anything below is built, so no ranker, ablation
+or selector ever sees them. Then keep entries of the task's category that involve the target model (as the
 preferred or the unpreferred side of the pair they were distilled from), score them by
 relevance to the problem text (TF-IDF or BM25 over words, or the cosine of sentence
 embeddings: ``ranker=embedding``, memcollab_eval/embedding.py), add a small bonus for the
@@ -32,6 +34,16 @@ import numpy as np
 from scipy import sparse
 from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS, TfidfVectorizer
 
+from memcollab_eval.bank.fields import FieldProblem, check_name, parse_time
+from memcollab_eval.bank.governance import (
+    ACCESS_REASONS,
+    LIFECYCLE_REASONS,
+    REASONS,
+    Access,
+    access_for,
+    is_governed,
+    screen,
+)
 from memcollab_eval.bank.store import MemoryBank, MemoryEntry
 from memcollab_eval.categorize import GENERAL, Category
 from memcollab_eval.embedding import DEFAULT_ENCODER, ENCODERS, load_encoder
@@ -66,6 +78,9 @@ class RetrievalConfig:
     encoder: str = DEFAULT_ENCODER  # ranker=embedding: a name from memcollab_eval.embedding.ENCODERS
     selector: str = "score"  # "score" | "llm"
     llm_candidates: int = 8  # selector=llm: how many of the best-scored entries the model is shown
+    # Access and lifecycle (bank/governance.py): who retrieves, and when validity is judged (None: now)
+    principal: Optional[str] = None
+    as_of: Optional[str] = None
 
     def __post_init__(self) -> None:
         """Refuse settings that would make retrieval silently return nothing (or everything); the
@@ -79,6 +94,13 @@ class RetrievalConfig:
         if isinstance(self.llm_candidates, bool) or not isinstance(self.llm_candidates, int) \
                 or self.llm_candidates < 1:
             raise ValueError(f"retrieval.llm_candidates must be an integer >= 1, got {self.llm_candidates!r}")
+        try:
+            if self.principal is not None:
+                check_name(self.principal, "retrieval.principal")
+            if self.as_of is not None:
+                parse_time(self.as_of)
+        except FieldProblem as exc:
+            raise ValueError(str(exc) if str(exc).startswith("retrieval.") else f"retrieval.as_of: {exc}") from None
         if self.min_score is None:  # the ranker's own threshold
             default = ENCODERS[self.encoder].min_score if self.ranker == "embedding" else LEXICAL_MIN_SCORE
             object.__setattr__(self, "min_score", default)
@@ -101,6 +123,28 @@ class RetrievalConfig:
 class Retrieved:
     entry: MemoryEntry
     score: float
+
+
+@dataclass(frozen=True)
+class Filtered:
+    """What the access and lifecycle screen removed from one problem's candidates (the entries that
+    would have passed the category and model filters): a count per reason, and the ids of the
+    lifecycle removals (at most ``MAX_LOGGED_IDS``; access removals are counted, never named, since
+    a principal's own run record should not list what it may not see)."""
+
+    counts: dict[str, int]
+    lifecycle_ids: tuple[str, ...] = ()
+
+    @property
+    def access(self) -> int:
+        return sum(self.counts.get(r, 0) for r in ACCESS_REASONS)
+
+    @property
+    def lifecycle(self) -> int:
+        return sum(self.counts.get(r, 0) for r in LIFECYCLE_REASONS)
+
+
+MAX_LOGGED_IDS = 20
 
 
 def analyze(text: str) -> list[str]:
@@ -271,10 +315,14 @@ class Retriever:
     other selectors do not use it."""
 
     def __init__(self, bank: MemoryBank, config: RetrievalConfig, target_identity: str,
-                 chooser: EntryChooser | None = None) -> None:
+                 chooser: EntryChooser | None = None, access: Access | None = None) -> None:
         self.bank, self.config, self.target_identity = bank, config, target_identity
         self.chooser = chooser
-        entries = bank.entries
+        # Access and lifecycle first: an entry this run may not retrieve enters no index below.
+        self.access = access if access is not None else access_for(config.principal, as_of=config.as_of)
+        self.screen = screen(bank.entries, self.access)
+        self.governed = is_governed(bank.entries) or self.access.principal is not None
+        entries = tuple(bank.entries[i] for i in self.screen.kept)
         self._entries = entries
         self._index = _build_index(config.ranker, [entry_text(e) for e in entries], config.encoder)
         self._prepared: dict[tuple, list[Retrieved]] = {}  # selector=llm: answers asked for in prepare()
@@ -296,6 +344,14 @@ class Retriever:
                 by_category[None].append(i)
                 if config.use_categories:
                     by_category.setdefault(_norm(e.category), []).append(i)
+        self._removed: dict[str | None, list[int]] = {None: []}  # what the screen took from each candidate set
+        self._filtered: dict[str | None, Filtered] = {}
+        for i in sorted(self.screen.removed):
+            e = bank.entries[i]
+            if not config.model_filter or target_identity in (e.preferred_model, e.unpreferred_model):
+                self._removed[None].append(i)
+                if config.use_categories:
+                    self._removed.setdefault(_norm(e.category), []).append(i)
         self._groups: dict[str | None, _Candidates | _DenseCandidates] = {}
         group_type = _DenseCandidates if isinstance(self._index, _DenseIndex) else _Candidates
         if self._index is not None:
@@ -307,6 +363,25 @@ class Retriever:
         """How many entries pass the category/model filters (0 means retrieve() abstains)."""
         group = self._groups.get(self._group_key(category))
         return 0 if group is None else len(group.rows)
+
+    def filtered(self, category: Category | None) -> Filtered:
+        """What the access and lifecycle screen removed from this problem's candidate set (it depends on
+        the candidate set only, so it is worked out once per category)."""
+        key = self._group_key(category)
+        if key not in self._filtered:
+            self._filtered[key] = self._count_removed(key)
+        return self._filtered[key]
+
+    def _count_removed(self, key: str | None) -> Filtered:
+        removed = self._removed.get(key, [])
+        counts = dict.fromkeys(REASONS, 0)
+        ids = []
+        for i in removed:
+            reason = self.screen.removed[i]
+            counts[reason] += 1
+            if reason in LIFECYCLE_REASONS and len(ids) < MAX_LOGGED_IDS:
+                ids.append(self.bank.entries[i].id)
+        return Filtered(counts, tuple(ids))
 
     def _group_key(self, category: Category | None) -> str | None:
         return _norm(category.category) if (self.config.use_categories and category is not None) else None
@@ -407,5 +482,5 @@ def render_memory(items: Sequence[Retrieved]) -> str:
     return "\n".join([MEMORY_HEADER, *(f"- {item.entry.render()}" for item in items)])
 
 
-__all__ = ["MEMORY_HEADER", "RANKERS", "SELECTORS", "RetrievalConfig", "Retrieved", "Retriever", "analyze",
-           "entry_text", "render_memory"]
+__all__ = ["MAX_LOGGED_IDS", "MEMORY_HEADER", "RANKERS", "SELECTORS", "Filtered", "RetrievalConfig", "Retrieved",
+           "Retriever", "analyze", "entry_text", "render_memory"]

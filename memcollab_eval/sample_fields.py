@@ -29,6 +29,9 @@ class SampleFields:
     RETRIEVED = "memcollab_retrieved"    # [{"id", "score", "text", "preferred_model", ...}] (RETRIEVED_KEYS), best
                                          # first; runs before the list form logged JSON text of [{"id", "score"}]
     ABSTAINED = "memcollab_abstained"    # bool: the memory twin's retrieval returned nothing
+    FILTERED = "memcollab_filtered"      # {reason: n, ..., "lifecycle_ids": [id]}: candidates the access and
+                                         # lifecycle screen removed (FILTERED_KEYS); only for a governed bank
+                                         # or a run with retrieval.principal set, else absent
     DOMAIN = "memcollab_domain"          # "math" | "code": what the agent protocol needs
     VISIBLE_TEST = "memcollab_visible_test"
     SETUP_CODE = "memcollab_setup_code"
@@ -47,6 +50,12 @@ RETRIEVED_KEYS: dict[str, type] = {
     "id": str, "score": float, "text": str, "preferred_model": str, "unpreferred_model": str,
     "source_benchmark": str, "source_problem_id": str,
 }
+
+
+# The keys of the per-sample screen record: a count per reason (memcollab_eval/bank/governance.py), then the
+# ids the lifecycle removed. Spelled out here because this module imports nothing of the project.
+FILTER_REASONS = ("scope", "policy", "retired", "superseded", "not_yet_valid", "expired")
+FILTERED_IDS = "lifecycle_ids"
 
 
 @dataclass(frozen=True)
@@ -83,9 +92,10 @@ class ProblemFields:
     domain: str
     visible_test: str
     setup_code: str
+    filtered: dict[str, Any] | None = None  # SampleFields.FILTERED, written only when set
 
     def to_doc(self) -> dict[str, Any]:
-        return {
+        out = {
             SampleFields.ID: self.id,
             SampleFields.PROMPT: self.prompt,
             SampleFields.MEMORY: self.memory,
@@ -97,6 +107,19 @@ class ProblemFields:
             SampleFields.VISIBLE_TEST: self.visible_test,
             SampleFields.SETUP_CODE: self.setup_code,
         }
+        if self.filtered is not None:
+            out[SampleFields.FILTERED] = self.filtered
+        return out
+
+
+def filtered_counts(value: object) -> dict[str, int]:
+    """The per-reason counts of a logged ``memcollab_filtered`` (zeros when the field is absent)."""
+    if not isinstance(value, dict):
+        return dict.fromkeys(FILTER_REASONS, 0)
+    try:
+        return {r: int(value.get(r) or 0) for r in FILTER_REASONS}
+    except (TypeError, ValueError):
+        raise SampleFieldError(f"field {SampleFields.FILTERED}: the counts must be integers") from None
 
 
 @dataclass(frozen=True)

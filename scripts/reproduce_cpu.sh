@@ -121,6 +121,14 @@ leaderboard() {
         --out "docs/reproduction/attribution/${target}__${bank}${suffix}.md"
     done
   done
+  # per bank, over every finished run of every target and protocol: what each entry served, fixed and broke,
+  # and the retirement candidates (README "Governing a shared bank")
+  mkdir -p docs/reproduction/audit
+  for bank in $(ls -d "$OUT"/*/repro_*/ 2>/dev/null | xargs -n1 basename | sort -u); do
+    [[ -d memcollab_eval/banks/$bank ]] || continue
+    "$PY" -m memcollab_eval.bank audit "memcollab_eval/banks/$bank" "$OUT"/*/"$bank" \
+      --out "docs/reproduction/audit/${bank}.md" --propose "docs/reproduction/audit/${bank}.retire.json"
+  done
 }
 
 case "${1:-}" in

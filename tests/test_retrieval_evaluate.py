@@ -73,4 +73,4 @@ def test_prompting_retrieval_when_the_model_picks_none(tmp_path):
     assert all(s["doc"]["memcollab_retrieved"] == [] and s["doc"]["memcollab_memory"] == "" for s in samples)
     # the run's report says why: the model was shown candidates and picked none (not a threshold or category)
     summary = next(tmp_path.rglob("summary.md")).read_text()
-    assert "the target model picked none" in summary, summary[-1500:]
+    assert "given no entry by the target model" in summary, summary[-1500:]

@@ -1,4 +1,4 @@
-"""python -m memcollab_eval.bank check|diff|gate|attribute: an alias of the CI command."""
+"""python -m memcollab_eval.bank check|diff|gate|attribute|retire|supersede|versions|audit: an alias of the CI command."""
 
 import sys
 

@@ -19,6 +19,11 @@ each entry line, sha256, counts) and collects findings, then looks at the conten
 * categories: a taxonomy category of a covered domain with no entry always abstains (a
   warning; an error with ``strict``); an entry whose category is not in the taxonomy can never
   be retrieved (a warning).
+* governance (issue 18): every field's value is validated line by line (bank/fields.py); across
+  entries, ``supersedes`` must name an entry of the bank, not form a cycle, and a retired entry
+  should say why (warning); each ``v<N>/`` version must carry its number and its parent's manifest
+  sha256 (the hash chain of bank/versions.py); and contradicting live lessons of one category and
+  model pair are reported with both ids (warning; the rule is in bank/conflicts.py).
 * content (warnings): an empty bank (no memory ever reaches a prompt); an entry whose lesson
   renders to more than ``MAX_ENTRY_CHARS`` (1,000) characters: the builder's gate keeps lessons of
   at most 320 and the longest packaged entry has 350, while retrieval puts up to top_k (3) of them
@@ -40,15 +45,18 @@ from pathlib import Path
 import numpy as np
 
 from memcollab_eval.adapters import BENCHMARKS, get_spec
+from memcollab_eval.bank.conflicts import find_conflicts
 from memcollab_eval.bank.store import (
     ENTRIES_FILE,
     MANIFEST_FILE,
     BankError,
     BankManifest,
     MemoryEntry,
+    bank_versions,
     entry_from_dict,
     load_bank,
     manifest_from_dict,
+    resolve_version,
     sha256_bytes,
     utf8_where,
 )
@@ -360,12 +368,103 @@ def coverage_table(cov: Mapping[tuple[str, str], int]) -> str:
     return "\n".join(lines)
 
 
+def lifecycle_findings(entries: Sequence[LocatedEntry], file: str) -> list[Finding]:
+    """Rules between entries: ``supersedes`` names an entry of the bank, no entry is superseded
+    twice over or in a cycle, and a retired entry says why."""
+    by_id = {e.entry.id: e for e in entries}
+    findings = []
+    replaced_by: dict[str, list[LocatedEntry]] = {}
+    for e in entries:
+        old = e.entry.supersedes
+        if old:
+            if old not in by_id:
+                findings.append(Finding("error", "supersedes", file, e.line, e.entry.id,
+                                        f"field 'supersedes' names {old!r}, which is not in the bank"))
+            replaced_by.setdefault(old, []).append(e)
+        if e.entry.status == "retired" and not e.entry.retired_why:
+            findings.append(Finding("warning", "retired", file, e.line, e.entry.id,
+                                    "retired without field 'retired_why' (bank retire --why records it)"))
+    for old, newer in replaced_by.items():
+        if len(newer) > 1:
+            findings.append(Finding("warning", "supersedes", file, newer[1].line, newer[1].entry.id,
+                                    f"entry {old!r} is superseded by several entries: "
+                                    f"{', '.join(repr(n.entry.id) for n in newer)}"))
+    reported: set[str] = set()
+    for e in entries:  # follow supersedes links; a walk that comes back is a cycle
+        seen, cur = [], e.entry.id
+        while cur in by_id and by_id[cur].entry.supersedes and cur not in seen:
+            seen.append(cur)
+            cur = by_id[cur].entry.supersedes
+        if cur in seen and cur not in reported:
+            loop = seen[seen.index(cur):]
+            reported.update(loop)
+            findings.append(Finding("error", "supersedes", file, by_id[cur].line, cur,
+                                    "field 'supersedes' forms a cycle: " + " -> ".join(loop + [cur])
+                                    + " (every entry in it would be skipped)"))
+    return findings
+
+
+def conflict_findings(entries: Sequence[LocatedEntry], file: str) -> list[Finding]:
+    line = {e.entry.id: e.line for e in entries}
+    return [Finding("warning", "conflict", file, line[c.second.id], c.second.id,
+                    f"its avoid ({_short(c.second.avoid)!r}) is what entry {c.first.id!r} (line {line[c.first.id]}) "
+                    f"enforces ({_short(c.first.enforce)!r}): same category {c.first.category!r} and model pair, "
+                    f"shared words {', '.join(c.shared)} ({c.overlap:.0%} of the shorter side); retire or "
+                    "supersede one of them")
+            for c in find_conflicts([e.entry for e in entries])]
+
+
+def _short(text: str, width: int = 60) -> str:
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def history_findings(root: Path) -> list[Finding]:
+    """Every version of the bank at ``root``: its number, and its parent's manifest sha256."""
+    versions = bank_versions(root)
+    findings = []
+    previous: Path | None = None
+    for number, path in versions.items():
+        manifest_path = path / MANIFEST_FILE
+        try:
+            manifest = manifest_from_dict(json.loads(manifest_path.read_bytes().decode("utf-8")), where=_WHERE)
+        except (OSError, ValueError, BankError) as exc:
+            findings.append(Finding("error", "history", str(manifest_path), None, None,
+                                    f"version {number} cannot be read: {_bank_error(exc) if isinstance(exc, BankError) else exc}"))
+            previous = path
+            continue
+        if path != root and manifest.version != number:
+            findings.append(Finding("error", "history", str(manifest_path), None, None,
+                                    f"field 'version' is {manifest.version} in directory v{number}"))
+        if previous is not None:
+            expected = sha256_bytes((previous / MANIFEST_FILE).read_bytes())
+            if manifest.parent_sha256 is None:
+                findings.append(Finding("error", "history", str(manifest_path), None, None,
+                                        "field 'parent_sha256' is missing: a later version must name its parent"))
+            elif manifest.parent_sha256 != expected:
+                findings.append(Finding("error", "history", str(manifest_path), None, None,
+                                        f"field 'parent_sha256' is {manifest.parent_sha256} but "
+                                        f"{previous / MANIFEST_FILE} has sha256 {expected}: an older version was "
+                                        "edited in place (versions are append-only)"))
+            if not manifest.changelog:
+                findings.append(Finding("warning", "history", str(manifest_path), None, None,
+                                        "field 'changelog' is missing: the version does not say what it changed"))
+        previous = path
+    return findings
+
+
 def check_bank(bank_dir: str | Path, *, data_dir: str | Path | None, near_dup_threshold: float = NEAR_DUP_THRESHOLD,
-               ngram: int = LEAK_NGRAM) -> CheckReport:
-    """Every check; ``data_dir`` None skips the leakage check and the id match against the data
-    (the id patterns still apply)."""
-    bank_dir = Path(bank_dir)
+               ngram: int = LEAK_NGRAM, version: int | None = None) -> CheckReport:
+    """Every check of the bank's newest version (or the one ``version`` pins), and of its history;
+    ``data_dir`` None skips the leakage check and the id match against the data (the id patterns
+    still apply)."""
+    bank_dir, root = Path(bank_dir), Path(bank_dir)
+    try:
+        bank_dir, root = resolve_version(bank_dir, version)
+    except BankError as exc:
+        return CheckReport(Path(bank_dir), None, (), (Finding("error", "history", str(bank_dir), None, None,
+                                                              str(exc)),))
     manifest, entries, findings = read_bank(bank_dir)
+    findings += [f for f in history_findings(root) if f not in findings]
     file = str(bank_dir / ENTRIES_FILE)
     findings += duplicate_findings(entries, file, near_dup_threshold)
     eval_ids: frozenset[str] = frozenset()
@@ -375,6 +474,8 @@ def check_bank(bank_dir: str | Path, *, data_dir: str | Path | None, near_dup_th
     findings += source_findings(entries, file, eval_ids)
     findings += category_findings(entries, file)
     findings += content_findings(entries, file)
+    findings += lifecycle_findings(entries, file)
+    findings += conflict_findings(entries, file)
     if not entries and not any(f.level == "error" for f in findings):
         findings.append(Finding("warning", "empty-bank", file, None, None,
                                 "the bank has no entries: no memory ever reaches a prompt, so an evaluation with it "

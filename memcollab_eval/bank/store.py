@@ -14,12 +14,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from memcollab_eval.bank.fields import GOVERNANCE_FIELDS, FieldProblem, check_together
 from memcollab_eval.jsonl_store import stage_bytes
 
 ENTRIES_FILE = "entries.jsonl"
@@ -54,6 +56,15 @@ class MemoryEntry:
     difference: str = ""  # the summarizer's DIFFERENCE line for the pair the lesson came from
     # why the lesson was admitted: {"resolve": {...}, "heldout": {...}} (see construct/evidence.py)
     evidence: dict | None = field(default=None, compare=False, hash=False)
+    # Governance and lifecycle (issue 18; memcollab_eval/bank/fields.py says what each may hold):
+    source: dict | None = field(default=None, hash=False)  # {"build", "models", "dataset", "split"}
+    scopes: tuple[str, ...] | None = None  # principals or groups allowed to retrieve it (None: everyone)
+    policy: tuple[str, ...] | None = None  # policy tags, e.g. ("no-external-models",)
+    valid_from: str = ""  # ISO 8601 date or date-time; retrieval skips the entry before it
+    valid_until: str = ""  # ... and from this instant on (exclusive end)
+    status: str = ""  # "" or "active": retrievable; "retired": kept for history, never retrieved
+    retired_why: str = ""
+    supersedes: str = ""  # the id of the entry this one replaces (that one is then never retrieved)
 
     def render(self) -> str:
         """The text shown to a model: ``enforce <invariant>; avoid <violation>``."""
@@ -64,10 +75,12 @@ class MemoryEntry:
         for name in _WRITTEN_WHEN_SET:
             if out[name] in ("", None):
                 del out[name]
+            elif isinstance(out[name], tuple):  # scopes, policy: JSON lists
+                out[name] = list(out[name])
         return out
 
 
-_WRITTEN_WHEN_SET = ("difference", "evidence")
+_WRITTEN_WHEN_SET = ("difference", "evidence", *GOVERNANCE_FIELDS)
 
 
 @dataclass(frozen=True)
@@ -84,9 +97,19 @@ class BankManifest:
     parent: str | None = None
     created_at: str = ""
     notes: str = ""
+    # Written only for versions made by ``bank retire`` / ``bank supersede`` (memcollab_eval/bank/versions.py):
+    parent_sha256: str | None = None  # sha256 of the parent version's manifest.json bytes: a hash chain
+    changelog: dict | None = field(default=None, hash=False)  # what this version changed, why, when
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        out = asdict(self)
+        for name in _MANIFEST_WRITTEN_WHEN_SET:
+            if out[name] is None:
+                del out[name]
+        return out
+
+
+_MANIFEST_WRITTEN_WHEN_SET = ("parent_sha256", "changelog")
 
 
 @dataclass(frozen=True)
@@ -96,6 +119,7 @@ class MemoryBank:
     manifest: BankManifest
     entries: tuple[MemoryEntry, ...]
     path: Path | None = field(default=None, compare=False)
+    root: Path | None = field(default=None, compare=False)  # the bank's directory when ``path`` is one of its v<N>/
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -116,8 +140,10 @@ _MANIFEST_TYPES: dict[str, tuple[type, ...]] = {
     "parent": (str, type(None)),
     "created_at": (str,),
     "notes": (str,),
+    "parent_sha256": (str,),
+    "changelog": (dict,),
 }
-_MANIFEST_OPTIONAL = {"parent", "created_at", "notes"}
+_MANIFEST_OPTIONAL = {"parent", "created_at", "notes", "parent_sha256", "changelog"}
 
 
 def sha256_bytes(data: bytes) -> str:
@@ -143,6 +169,13 @@ def entry_from_dict(obj: Any, *, where: str = "entry") -> MemoryEntry:
                 continue
             raise BankError(f"{where}: missing field {name!r}")
         value = obj[name]
+        if name in GOVERNANCE_FIELDS:
+            try:
+                values[name] = GOVERNANCE_FIELDS[name](value)
+            except FieldProblem as exc:
+                raise BankError(f"{where}: field {name!r} {exc}" if not str(exc).startswith("field ")
+                                else f"{where}: {exc}") from None
+            continue
         if name == "evidence":
             if value is not None and not isinstance(value, Mapping):
                 raise BankError(f"{where}: field 'evidence' must be an object, got {_type_name(value)}")
@@ -153,6 +186,10 @@ def entry_from_dict(obj: Any, *, where: str = "entry") -> MemoryEntry:
         if name in _ENTRY_REQUIRED_NONEMPTY and not value.strip():
             raise BankError(f"{where}: field {name!r} is empty")
         values[name] = value
+    try:
+        check_together(values)
+    except FieldProblem as exc:
+        raise BankError(f"{where}: {exc}") from None
     return MemoryEntry(**values)
 
 
@@ -174,12 +211,14 @@ def manifest_from_dict(obj: Any, *, where: str) -> BankManifest:
             raise BankError(f"{where}: field {name!r} must be {expected}, got {_type_name(value)}")
     if not all(isinstance(s, str) for s in obj["sources"]):
         raise BankError(f"{where}: field 'sources' must be a list of strings")
-    sha = obj["sha256"]
-    if len(sha) != 64 or any(c not in "0123456789abcdef" for c in sha):
-        raise BankError(f"{where}: field 'sha256' must be 64 lowercase hex digits, got {sha!r}")
+    for key in ("sha256", "parent_sha256"):
+        sha = obj.get(key)
+        if sha is not None and (len(sha) != 64 or any(c not in "0123456789abcdef" for c in sha)):
+            raise BankError(f"{where}: field {key!r} must be 64 lowercase hex digits, got {sha!r}")
     if obj["n_entries"] < 0:
         raise BankError(f"{where}: field 'n_entries' must be >= 0, got {obj['n_entries']}")
-    return BankManifest(**{**obj, "sources": list(obj["sources"]), "config": dict(obj["config"])})
+    return BankManifest(**{**obj, "sources": list(obj["sources"]), "config": dict(obj["config"]),
+                           **({"changelog": dict(obj["changelog"])} if obj.get("changelog") is not None else {})})
 
 
 def utf8_where(data: bytes, exc: UnicodeDecodeError) -> tuple[int, str]:
@@ -229,14 +268,82 @@ def parse_entries(data: bytes, *, source: str) -> tuple[MemoryEntry, ...]:
     return tuple(entries)
 
 
-def load_bank(path: str | Path, *, build_hint: str = "") -> MemoryBank:
-    """Load and fully validate the bank in directory ``path``.
+_VERSION_DIR = re.compile(r"^v([1-9][0-9]*)$")
+
+
+def version_dirs(root: str | Path) -> dict[int, Path]:
+    """The versions written by ``bank retire`` / ``bank supersede`` under a bank directory:
+    ``<bank>/v<N>/`` (each a complete bank), by N. A bank built once has none: its top-level files
+    are its only version."""
+    root = Path(root)
+    if not root.is_dir():
+        return {}
+    found = {}
+    for child in root.iterdir():
+        m = _VERSION_DIR.match(child.name)
+        if m and child.is_dir():
+            found[int(m.group(1))] = child
+    return dict(sorted(found.items()))
+
+
+def _root_version(root: Path) -> int | None:
+    """The version number of a bank's top-level files (its manifest's ``version``), None when absent."""
+    try:
+        obj = json.loads((root / MANIFEST_FILE).read_bytes().decode("utf-8"))
+    except (OSError, ValueError):
+        return None
+    version = obj.get("version") if isinstance(obj, dict) else None
+    return version if isinstance(version, int) and not isinstance(version, bool) else None
+
+
+def bank_versions(root: str | Path) -> dict[int, Path]:
+    """Every version of the bank at ``root``, oldest first: the top-level files (when present) under
+    their manifest's version number, then each ``v<N>/``."""
+    root = Path(root)
+    out: dict[int, Path] = {}
+    top = _root_version(root) if (root / ENTRIES_FILE).is_file() else None
+    if top is not None:
+        out[top] = root
+    for n, d in version_dirs(root).items():
+        out.setdefault(n, d)
+    return dict(sorted(out.items()))
+
+
+def resolve_version(path: str | Path, version: int | None = None) -> tuple[Path, Path]:
+    """(directory to load, the bank's root). A bank name's newest version unless ``version`` pins
+    one; a path that is itself a ``v<N>/`` directory is that version."""
+    path = Path(path)
+    if _VERSION_DIR.match(path.name) and (path / MANIFEST_FILE).is_file() and version is None:
+        return path, path.parent
+    dirs = version_dirs(path)
+    if not dirs:
+        if version is not None and path.is_dir() and (path / MANIFEST_FILE).is_file():
+            top = _root_version(path)
+            if top != version:
+                raise BankError(f"memory bank {path} has no version {version} (its only version is {top}; "
+                                "versions are written by `python -m memcollab_eval.bank retire|supersede`)")
+        return path, path
+    if version is None:
+        return dirs[max(dirs)], path
+    known = bank_versions(path)
+    if version not in known:
+        raise BankError(f"memory bank {path} has no version {version} (versions: "
+                        f"{', '.join(f'v{n}' for n in known)})")
+    return known[version], path
+
+
+def load_bank(path: str | Path, *, build_hint: str = "", version: int | None = None) -> MemoryBank:
+    """Load and fully validate the bank in directory ``path``: its newest version (the highest
+    ``v<N>/`` when ``bank retire``/``supersede`` wrote any, else the top-level files), or the one
+    ``version`` pins.
 
     ``build_hint`` is the command that builds this bank; it is put into the error when the
     bank is missing, because "file not found" alone does not tell a user what to run.
     """
-    bank_dir = Path(path)
     hint = f"; build it with: {build_hint}" if build_hint else ""
+    if not Path(path).exists():
+        raise BankError(f"memory bank not found: {path} does not exist{hint}")
+    bank_dir, root = resolve_version(path, version)
     if not bank_dir.exists():
         raise BankError(f"memory bank not found: {bank_dir} does not exist{hint}")
     if not bank_dir.is_dir():
@@ -255,6 +362,9 @@ def load_bank(path: str | Path, *, build_hint: str = "") -> MemoryBank:
     except UnicodeDecodeError as exc:
         raise BankError(utf8_error(raw_manifest, exc, str(manifest_path))) from None
     manifest = manifest_from_dict(manifest_obj, where=str(manifest_path))
+    m = _VERSION_DIR.match(bank_dir.name)
+    if bank_dir != root and m and manifest.version != int(m.group(1)):
+        raise BankError(f"{manifest_path}: field 'version' is {manifest.version} but the directory is {bank_dir.name}")
 
     data = entries_path.read_bytes()
     entries = parse_entries(data, source=str(entries_path))
@@ -268,7 +378,28 @@ def load_bank(path: str | Path, *, build_hint: str = "") -> MemoryBank:
         raise BankError(
             f"{manifest_path}: field 'n_entries' is {manifest.n_entries} but {entries_path} holds {len(entries)} entries"
         )
-    return MemoryBank(manifest=manifest, entries=entries, path=bank_dir)
+    if manifest.parent_sha256 is not None:
+        _check_parent(bank_dir, root, manifest, manifest_path)
+    return MemoryBank(manifest=manifest, entries=entries, path=bank_dir, root=root)
+
+
+def parent_dir(bank_dir: Path, root: Path, manifest: BankManifest) -> Path | None:
+    """The directory of a version's parent: the newest version below it."""
+    older = {n: d for n, d in bank_versions(root).items() if n < manifest.version and d != bank_dir}
+    return older[max(older)] if older else None
+
+
+def _check_parent(bank_dir: Path, root: Path, manifest: BankManifest, manifest_path: Path) -> None:
+    """A version vouches for its history: its parent's manifest must be the one it was made from."""
+    parent = parent_dir(bank_dir, root, manifest)
+    if parent is None:
+        raise BankError(f"{manifest_path}: field 'parent_sha256' names a parent version, but {root} holds no "
+                        f"version older than {manifest.version} (was the bank's history deleted?)")
+    actual = sha256_bytes((parent / MANIFEST_FILE).read_bytes())
+    if actual != manifest.parent_sha256:
+        raise BankError(f"{manifest_path}: field 'parent_sha256' is {manifest.parent_sha256} but the parent "
+                        f"{parent / MANIFEST_FILE} has sha256 {actual} (an older version was edited in place; "
+                        "versions are append-only)")
 
 
 def serialize_entries(entries: Iterable[MemoryEntry]) -> bytes:
@@ -288,6 +419,8 @@ def save_bank(
     parent: str | None = None,
     created_at: str | None = None,
     notes: str = "",
+    parent_sha256: str | None = None,
+    changelog: Mapping[str, Any] | None = None,
 ) -> MemoryBank:
     """Validate ``entries``, write entries.jsonl + manifest.json atomically, return the bank.
 
@@ -310,13 +443,16 @@ def save_bank(
         "sources": list(sources), "summarizer": summarizer, "config": dict(config or {}), "parent": parent,
         "created_at": created_at if created_at is not None else datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "notes": notes,
+        **({"parent_sha256": parent_sha256} if parent_sha256 is not None else {}),
+        **({"changelog": dict(changelog)} if changelog is not None else {}),
     }
     bank_dir = Path(bank_dir)
     manifest = manifest_from_dict(manifest_obj, where=f"save_bank manifest for {bank_dir}")
     try:
         manifest_bytes = (json.dumps(manifest_obj, indent=2, ensure_ascii=False, sort_keys=False) + "\n").encode("utf-8")
     except TypeError as exc:
-        raise BankError(f"save_bank manifest for {bank_dir}: field 'config' is not JSON-serializable ({exc})") from None
+        raise BankError(f"save_bank manifest for {bank_dir}: field 'config' or 'changelog' is not JSON-serializable "
+                        f"({exc})") from None
 
     bank_dir.mkdir(parents=True, exist_ok=True)
     tmp_entries = stage_bytes(bank_dir / ENTRIES_FILE, data)

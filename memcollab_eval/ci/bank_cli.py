@@ -12,6 +12,12 @@
   baseline (not a single number) is what makes the comparison paired and the flips visible.
 * ``attribute RUN_DIR``: for a finished evaluation run, which entries were in the prompt of the
   problems memory fixed or broke (:mod:`memcollab_eval.leaderboard.attribution`). Informational, exit 0.
+* ``retire BANK ID --why ...`` / ``retire BANK --proposal FILE`` and ``supersede BANK OLD_ID NEW_ENTRY.json``:
+  write the bank's next version ``<bank>/v<N>/`` (:mod:`memcollab_eval.bank.versions`); ``versions BANK``
+  lists the versions with their changelog. ``diff`` takes ``BANK@vN`` to compare versions.
+* ``audit BANK RUNS...``: per entry and version, the runs and problems it served and how often memory
+  fixed or broke them, over many finished runs; retirement candidates by a stated rule, and a retire
+  proposal with ``--propose FILE`` (:mod:`memcollab_eval.leaderboard.audit`).
 
 Exit codes: 0 pass, 1 a check/gate failed, 2 the command could not run as asked.
 """
@@ -38,13 +44,16 @@ from memcollab_eval.bank.checks import (
     coverage,
     coverage_table,
 )
-from memcollab_eval.bank.store import BankError, MemoryEntry, load_bank
+from memcollab_eval.bank.store import BankError, MemoryEntry, bank_versions, load_bank
+from memcollab_eval.bank.versions import Retirement, read_new_entry, read_proposal, retire, supersede
 from memcollab_eval.config import BankConf
 from memcollab_eval.errors import EXIT_FAIL, EXIT_OK, EXIT_USAGE, UsageError
 from memcollab_eval.evaluation.cli import prepare_argv
 from memcollab_eval.evaluation.job import evaluate, preflight
 from memcollab_eval.hydra_app import register_hydra
 from memcollab_eval.leaderboard.attribution import AttributionError, attribute, render
+from memcollab_eval.leaderboard.audit import MIN_HARM, AuditError, audit, proposal
+from memcollab_eval.leaderboard.audit import render as render_audit
 from memcollab_eval.leaderboard.runs import find_results, load_run
 from memcollab_eval.leaderboard.stats import flips, mcnemar_exact
 from memcollab_eval.packaged_data import packaged_root
@@ -65,9 +74,10 @@ def default_data_dir() -> Path:
 
 def cmd_check(args: argparse.Namespace) -> int:
     data_dir = None if args.skip_leakage else (args.data_dir or default_data_dir())
+    bank, version = split_version(args.bank)
     try:
-        report = check_bank(args.bank, data_dir=data_dir, near_dup_threshold=args.near_dup_threshold,
-                            ngram=args.ngram)
+        report = check_bank(bank, data_dir=data_dir, near_dup_threshold=args.near_dup_threshold,
+                            ngram=args.ngram, version=version)
     except BankCheckError as exc:
         raise UsageError(str(exc)) from None
     for finding in report.findings:
@@ -88,11 +98,23 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 # ---- diff --------------------------------------------------------------------------------
 
-def _load(path: str):
+def split_version(spec: str) -> tuple[str, int | None]:
+    """``BANK`` (its newest version) or ``BANK@vN`` / ``BANK@N`` (version N)."""
+    path, sep, tail = spec.rpartition("@")
+    if not sep or "/" in tail:
+        return spec, None
+    number = tail[1:] if tail[:1] in ("v", "V") else tail
+    if not number.isdigit() or int(number) < 1:
+        raise UsageError(f"{spec!r}: a version is written BANK@vN with N >= 1")
+    return path, int(number)
+
+
+def _load(spec: str, verb: str = "diff"):
+    path, version = split_version(spec)
     try:
-        return load_bank(path)
+        return load_bank(path, version=version)
     except BankError as exc:
-        raise UsageError(f"cannot diff: {exc}") from None
+        raise UsageError(f"cannot {verb}: {exc}") from None
 
 
 def _short(text: str, width: int = 70) -> str:
@@ -103,7 +125,18 @@ def _describe(e: MemoryEntry) -> str:
     return f"{e.id} [{e.category} / {e.subcategory}] {e.preferred_model} > {e.unpreferred_model}: {_short(e.render())}"
 
 
+def _show(value) -> str:
+    text = "(unset)" if value in (None, "", ()) else value if isinstance(value, str) else json.dumps(value)
+    return _short(text, 40)
+
+
 def cmd_diff(args: argparse.Namespace) -> int:
+    if args.new is None:  # one bank: its newest version against the one before
+        new = _load(args.old)
+        if new.manifest.parent_sha256 is None:
+            raise UsageError(f"cannot diff: {args.old} has one version only (give two banks, or BANK@vN BANK@vM)")
+        older = [n for n in bank_versions(new.root) if n < new.manifest.version]
+        args.new, args.old = args.old, f"{new.root}@v{max(older)}"
     old, new = _load(args.old), _load(args.new)
     before, after = {e.id: e for e in old.entries}, {e.id: e for e in new.entries}
     print(f"bank diff: {args.old} ({old.manifest.name} v{old.manifest.version}, {len(old)} entries) -> "
@@ -117,9 +150,9 @@ def cmd_diff(args: argparse.Namespace) -> int:
     print("\n".join(f"  - {_describe(e)}" for e in removed) or "  (none)")
     print(f"\nchanged ({len(changed)}):")
     for a, b in changed:
-        diffs = [k for k, v in a.to_dict().items() if b.to_dict()[k] != v]
-        print(f"  ~ {a.id}: " + "; ".join(f"{k}: {_short(getattr(a, k), 40)!r} -> {_short(getattr(b, k), 40)!r}"
-                                          for k in diffs))
+        da, db = a.to_dict(), b.to_dict()
+        diffs = [k for k in dict.fromkeys([*da, *db]) if da.get(k) != db.get(k)]
+        print(f"  ~ {a.id}: " + "; ".join(f"{k}: {_show(da.get(k))!r} -> {_show(db.get(k))!r}" for k in diffs))
     if not changed:
         print("  (none)")
     cov_old, cov_new = coverage(old.entries), coverage(new.entries)
@@ -130,6 +163,92 @@ def cmd_diff(args: argparse.Namespace) -> int:
         print(f"  {cat} | {pair}: {a} -> {b} ({b - a:+d})")
     if not moves:
         print("  (none)")
+    if new.manifest.changelog and new.root == old.root:
+        print(f"\nchangelog of v{new.manifest.version}: {json.dumps(new.manifest.changelog, ensure_ascii=False)}")
+    return EXIT_OK
+
+
+# ---- versions: retire, supersede, list ---------------------------------------------------------
+
+def _wrote(bank) -> int:
+    c = bank.manifest.changelog or {}
+    print(f"wrote {bank.path} (version {bank.manifest.version} of {bank.root}, {len(bank.entries)} entries, "
+          f"{c.get('action')} {', '.join(c.get('ids') or [])}; parent sha256 {bank.manifest.parent_sha256[:12]})")
+    print(f"loading {bank.root} now reads this version; pin the old one with bank.version={c.get('parent_version')} "
+          f"or {bank.root}@v{c.get('parent_version')}")
+    return EXIT_OK
+
+
+def cmd_retire(args: argparse.Namespace) -> int:
+    if args.proposal:
+        if args.ids or args.why:
+            raise UsageError("retire: give either entry ids with --why, or --proposal FILE")
+        try:
+            header, items = read_proposal(args.proposal)
+            newest = load_bank(args.bank)
+        except BankError as exc:
+            raise UsageError(f"cannot retire: {exc}") from None
+        if header.get("bank_sha256") != newest.manifest.sha256:
+            raise UsageError(f"cannot retire: the proposal {args.proposal} was made for version "
+                             f"{header.get('version')} (sha256 {str(header.get('bank_sha256'))[:12]}), but the newest "
+                             f"version of {args.bank} is {newest.manifest.version} (sha256 "
+                             f"{newest.manifest.sha256[:12]}): audit again")
+        if not items:
+            print(f"the proposal {args.proposal} retires nothing; no version written")
+            return EXIT_OK
+        source = f"proposal {args.proposal} ({header.get('rule', '')})"
+    else:
+        if not args.ids or not args.why:
+            raise UsageError("retire: name the entry id(s) and say why with --why (or give --proposal FILE)")
+        items, source = [Retirement(i, args.why) for i in args.ids], ""
+    try:
+        return _wrote(retire(args.bank, items, source=source))
+    except BankError as exc:
+        raise UsageError(f"cannot retire: {exc}") from None
+
+
+def cmd_supersede(args: argparse.Namespace) -> int:
+    try:
+        entry = read_new_entry(args.new_entry)
+        return _wrote(supersede(args.bank, args.old_id, entry, where=str(args.new_entry), why=args.why or ""))
+    except BankError as exc:
+        raise UsageError(f"cannot supersede: {exc}") from None
+
+
+def cmd_versions(args: argparse.Namespace) -> int:
+    newest = _load(args.bank, "list versions")
+    for n in bank_versions(newest.root):
+        b = load_bank(newest.root, version=n)
+        c = b.manifest.changelog
+        what = "as built" if c is None else f"{c.get('action')} {', '.join(c.get('ids') or [])} ({c.get('at')}, " \
+            f"by {c.get('by') or '?'})"
+        mark = "  <- newest" if b.path == newest.path else ""
+        print(f"v{n}  {b.path}  {len(b.entries)} entries  sha256 {b.manifest.sha256[:12]}  {what}{mark}")
+    return EXIT_OK
+
+
+# ---- audit -------------------------------------------------------------------------------
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    if args.min_harm < 1:
+        raise UsageError(f"--min-harm must be >= 1, got {args.min_harm}")
+    try:
+        result = audit(args.bank, args.runs, min_harm=args.min_harm)
+    except AuditError as exc:
+        raise UsageError(f"cannot audit: {exc}") from None
+    text = render_audit(result)
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(text, encoding="utf-8")
+        print(f"wrote {args.out}")
+    else:
+        print(text, end="")
+    if args.propose:
+        record = proposal(result)
+        Path(args.propose).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.propose).write_text(json.dumps(record, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+        print(f"wrote {args.propose}: {len(record['retire'])} entr{'y' if len(record['retire']) == 1 else 'ies'} to "
+              f"retire; apply with: python -m memcollab_eval.bank retire {args.bank} --proposal {args.propose}")
     return EXIT_OK
 
 
@@ -310,10 +429,34 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"consecutive shared words that count as leakage (default {LEAK_NGRAM})")
     p.add_argument("--skip-leakage", action="store_true", help="do not read the evaluation data (not for CI)")
     p.set_defaults(func=cmd_check)
-    p = sub.add_parser("diff", help="entries and coverage added / removed / changed between two banks")
-    p.add_argument("old")
-    p.add_argument("new")
+    p = sub.add_parser("diff", help="entries and coverage added / removed / changed between two banks or versions")
+    p.add_argument("old", help="a bank (its newest version) or BANK@vN; alone: its newest version against the one before")
+    p.add_argument("new", nargs="?")
     p.set_defaults(func=cmd_diff)
+    p = sub.add_parser("retire", help="write a new version in which entries are retired (never edits in place)")
+    p.add_argument("bank")
+    p.add_argument("ids", nargs="*", metavar="ID", help="entry id(s) to retire")
+    p.add_argument("--why", help="why (recorded in each entry and in the version's changelog)")
+    p.add_argument("--proposal", help="a retire proposal written by `bank audit --propose`")
+    p.set_defaults(func=cmd_retire)
+    p = sub.add_parser("supersede", help="write a new version with NEW_ENTRY.json replacing OLD_ID")
+    p.add_argument("bank")
+    p.add_argument("old_id")
+    p.add_argument("new_entry", help="a JSON file holding one entry (the fields of entries.jsonl)")
+    p.add_argument("--why", help="recorded in the version's changelog")
+    p.set_defaults(func=cmd_supersede)
+    p = sub.add_parser("versions", help="the versions of a bank with their changelog")
+    p.add_argument("bank")
+    p.set_defaults(func=cmd_versions)
+    p = sub.add_parser("audit", help="per entry and version over many finished runs: problems served, fixed, "
+                                     "broken; retirement candidates")
+    p.add_argument("bank")
+    p.add_argument("runs", nargs="+", help="run directories, or folders holding runs")
+    p.add_argument("--min-harm", type=int, default=MIN_HARM,
+                   help=f"candidate rule: broken - fixed >= this (default {MIN_HARM})")
+    p.add_argument("--out", help="write the Markdown report here instead of printing it")
+    p.add_argument("--propose", metavar="FILE", help="write a retire proposal for `bank retire --proposal`")
+    p.set_defaults(func=cmd_audit)
     p = sub.add_parser("gate", help="evaluate with the bank and compare per problem with a baseline")
     p.add_argument("bank")
     p.add_argument("--baseline", help="baseline JSON (see --write-baseline), a previous run directory, or "

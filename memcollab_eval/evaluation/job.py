@@ -14,6 +14,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +23,9 @@ from lm_eval.api.model import CachingLM
 from memcollab_eval.adapters import get_spec
 from memcollab_eval.agent.agent_lm import AgentLM
 from memcollab_eval.agent.messages import PROTOCOL_VERSION
+from memcollab_eval.bank.governance import Access, access_for, is_governed, screen
 from memcollab_eval.bank.store import BankError, MemoryBank, load_bank
-from memcollab_eval.config import BENCHMARK_NAMES, EvalConf, protocol_problems, runtime_problems
+from memcollab_eval.config import BENCHMARK_NAMES, EvalConf, access_problems, protocol_problems, runtime_problems
 from memcollab_eval.embedding import load_encoder
 from memcollab_eval.errors import UsageError
 from memcollab_eval.evaluation.report import collect, reach, write_report
@@ -33,6 +35,7 @@ from memcollab_eval.hydra_app import dir_problem
 from memcollab_eval.models.generation import build_lm
 from memcollab_eval.retrieval_llm import LMChooser
 from memcollab_eval.retrieve import RetrievalConfig
+from memcollab_eval.sample_fields import SampleFields as F
 from memcollab_eval.subsets import selected_samples, subset_problems, uses_samples
 
 __all__ = ["BenchmarkRow", "UsageError", "evaluate", "format_table", "preflight"]  # the summary's two: re-exported
@@ -51,6 +54,7 @@ def preflight(cfg: EvalConf) -> list[str]:
         problems.append(f"unknown benchmark(s) {unknown}; valid: {list(BENCHMARK_NAMES)}")
     problems.extend(protocol_problems(cfg.protocol))
     problems.extend(runtime_problems(retrieval=cfg.retrieval, sandbox=cfg.sandbox, agent=cfg.agent))
+    problems.extend(access_problems(cfg.retrieval.principal, cfg.access))
     problems.extend(subset_problems(list(cfg.benchmarks), cfg.limit, dict(cfg.limits), cfg.subset))
     if cfg.max_gen_toks is not None and cfg.max_gen_toks < 1:
         problems.append(f"max_gen_toks must be >= 1 or null (the benchmark's default), got {cfg.max_gen_toks}")
@@ -69,7 +73,7 @@ def preflight(cfg: EvalConf) -> list[str]:
     bank = None
     if cfg.bank.path is not None:
         try:
-            bank = load_bank(cfg.bank.path, build_hint=cfg.bank.build_command)
+            bank = load_bank(cfg.bank.path, build_hint=cfg.bank.build_command, version=cfg.bank.version)
         except BankError as exc:
             problems.append(f"bank {cfg.bank.name!r}: {exc}")
     if problems:
@@ -103,6 +107,15 @@ def memory_warnings(cfg: EvalConf, bank: MemoryBank | None) -> list[str]:
         return []
     if not bank.entries:
         return [f"bank {cfg.bank.name!r} ({bank.path}) has no entries: no memory reaches any prompt"]
+    principal = cfg.retrieval.principal
+    removed = screen(bank.entries, run_access(cfg)).removed
+    if len(removed) == len(bank.entries):
+        reasons = ", ".join(f"{n} {r.replace('_', ' ')}" for r, n in sorted(Counter(removed.values()).items()))
+        return [f"every entry of bank {cfg.bank.name!r} is removed by the access and lifecycle screen for principal "
+                f"{principal!r} ({reasons}): no memory reaches any prompt"]
+    if principal is not None and principal not in cfg.access.principals and any(e.scopes for e in bank.entries):
+        return [f"retrieval.principal={principal!r} is not in access.principals, so it belongs to no group: only "
+                "entries whose scopes name it, or that have no scopes, can be retrieved"]
     if not cfg.retrieval.model_filter:
         return []
     models = sorted({m for e in bank.entries for m in (e.preferred_model, e.unpreferred_model)})
@@ -152,17 +165,26 @@ def agent_turn_cache(cache_dir: Path, identity: str) -> Path:
     return cache_dir / f"{identity}.agent-turns.db"
 
 
-def build_tasks(cfg: EvalConf, lm: Any = None) -> list[dict[str, Any]]:
+def run_access(cfg: EvalConf) -> Access:
+    """Who this run retrieves for: ``retrieval.principal`` with its groups from ``access.principals``,
+    whether the target is external, and the instant validity is judged at (fixed once per run)."""
+    return access_for(cfg.retrieval.principal, {k: list(v) for k, v in dict(cfg.access.principals).items()},
+                      external_target=bool(cfg.target.external), as_of=cfg.retrieval.as_of)
+
+
+def build_tasks(cfg: EvalConf, lm: Any = None, access: Access | None = None) -> list[dict[str, Any]]:
     """The task twins of every benchmark. ``lm`` is the built target model: under
     ``retrieval.selector=llm`` it picks the entries (prompting-based retrieval); under
-    ``protocol=agent`` its inner model does, with one plain reply per problem."""
+    ``protocol=agent`` its inner model does, with one plain reply per problem. ``access``: the run's
+    (:func:`run_access` when not given)."""
     setup = None
     if cfg.bank.path is not None:
-        bank = load_bank(cfg.bank.path, build_hint=cfg.bank.build_command)
+        bank = load_bank(cfg.bank.path, build_hint=cfg.bank.build_command, version=cfg.bank.version)
         retrieval = cfg.retrieval_config()
         if retrieval.ranker == "embedding":
             load_encoder(retrieval.encoder)  # fails here, naming the package to install, not inside lm-eval
-        setup = MemorySetup(bank, retrieval, cfg.target.identity, chooser=entry_chooser(cfg, retrieval, lm))
+        setup = MemorySetup(bank, retrieval, cfg.target.identity, chooser=entry_chooser(cfg, retrieval, lm),
+                            access=access or run_access(cfg))
     sandbox = cfg.sandbox_config()
     tasks = []
     for benchmark in cfg.benchmarks:
@@ -170,6 +192,27 @@ def build_tasks(cfg: EvalConf, lm: Any = None) -> list[dict[str, Any]]:
             tasks.append(task_config(benchmark, data_dir=cfg.data_dir, setup=twin_setup,
                                      max_gen_toks=cfg.max_gen_toks, sandbox=sandbox))
     return tasks
+
+
+def access_record(access: Access, bank: MemoryBank, cfg: EvalConf, samples: dict | None) -> dict[str, Any]:
+    """What the run record says about access: who retrieved, what the screen removed from the bank
+    (per reason), and how many candidates it removed summed over the memory twin's problems (read
+    from the logged samples: only the problems the run evaluated)."""
+    from_bank = screen(bank.entries, access).counts()
+    per_problem = dict.fromkeys(from_bank, 0)
+    counted = 0
+    for name, rows in (samples or {}).items():
+        if not name.endswith("_memcollab"):
+            continue
+        for sample in rows:
+            got = (sample.get("doc") or {}).get(F.FILTERED)
+            if isinstance(got, dict):
+                counted += 1
+                for reason in per_problem:
+                    per_problem[reason] += int(got.get(reason) or 0)
+    return {**access.record(), "governed_bank": is_governed(bank.entries), "entries_removed": from_bank,
+            "candidates_removed": per_problem, "problems_counted": counted,
+            "access_filter_removed": per_problem["scope"] + per_problem["policy"]}
 
 
 def entry_chooser(cfg: EvalConf, retrieval: RetrievalConfig, lm: Any) -> LMChooser | None:
@@ -186,11 +229,13 @@ def evaluate(cfg: EvalConf, run_dir: Path) -> list[BenchmarkRow]:
     """Run the whole job and write results under ``run_dir``; returns the summary rows."""
     from lm_eval import simple_evaluate  # lm-eval's evaluator and loggers load torch-free but slowly: on use
     from lm_eval.loggers import EvaluationTracker
+    from lm_eval.tasks import TaskManager
 
     started = time.perf_counter()  # the run record's wall time
     preflight(cfg)
     lm, cache = build_model(cfg)
-    tasks = build_tasks(cfg, lm)
+    access = run_access(cfg)
+    tasks = build_tasks(cfg, lm, access)
     tracker = EvaluationTracker(output_path=str(run_dir))
     limit, chosen = cfg.limit, None  # lm-eval takes either a limit or chosen indices
     if uses_samples(dict(cfg.limits), cfg.subset):
@@ -198,13 +243,18 @@ def evaluate(cfg: EvalConf, run_dir: Path) -> list[BenchmarkRow]:
                  for b in cfg.benchmarks}
         limit, chosen = None, selected_samples(list(cfg.benchmarks), names, cfg.data_dir, cfg.limit,
                                                 dict(cfg.limits), cfg.subset, cfg.seed)
+    metadata = {"memcollab": {"target": cfg.target.identity, "bank": cfg.bank.name, "protocol": cfg.protocol}}
+    # The tasks are inline configs: lm-eval's index of its ~14,000 built-in task files (what simple_evaluate
+    # builds when given no task manager: 20-80 s on this machine, per run) is never consulted for them.
+    task_manager = TaskManager(include_defaults=False, metadata=metadata)
     results = simple_evaluate(
-        model=lm, tasks=tasks, limit=limit, samples=chosen, log_samples=cfg.log_samples, evaluation_tracker=tracker, use_cache=cache,
+        model=lm, tasks=tasks, task_manager=task_manager, limit=limit, samples=chosen, log_samples=cfg.log_samples,
+        evaluation_tracker=tracker, use_cache=cache,
         # the agent wrapper needs the raw prompt: it applies the chat template to every turn itself
         apply_chat_template=cfg.target.apply_chat_template if cfg.protocol == "single_turn" else False,
         random_seed=cfg.seed, numpy_random_seed=cfg.seed,
         torch_random_seed=cfg.seed, fewshot_random_seed=cfg.seed, bootstrap_iters=0,
-        metadata={"memcollab": {"target": cfg.target.identity, "bank": cfg.bank.name, "protocol": cfg.protocol}},
+        metadata=metadata,
     )
     samples = results.pop("samples", None)
     # lm-eval names the results folder after model_args, which an LM instance does not have
@@ -216,10 +266,13 @@ def evaluate(cfg: EvalConf, run_dir: Path) -> list[BenchmarkRow]:
         for name in results["configs"]:
             tracker.save_results_samples(task_name=name, samples=samples[name])
     usage = getattr(getattr(lm, "lm", lm), "usage", None)
-    bank = load_bank(cfg.bank.path) if cfg.bank.path is not None and cfg.log_samples else None
-    problems = collect(run_dir, bank=bank, retrieval=cfg.retrieval_config(), target=cfg.target.identity)
+    bank = load_bank(cfg.bank.path, version=cfg.bank.version) if cfg.bank.path is not None else None
+    problems = collect(run_dir, bank=bank if cfg.log_samples else None, retrieval=cfg.retrieval_config(),
+                       target=cfg.target.identity, access=access)
     rows = summarize(results, cfg.benchmarks, reach(problems) if cfg.log_samples else None)
     record = run_record(cfg, lm, results, usage, wall_seconds=time.perf_counter() - started)
+    if bank is not None:
+        record["access"] = access_record(access, bank, cfg, samples)
     write_summary(run_dir, cfg, rows, record)
     write_report(run_dir, rows, record, problems)
     return rows

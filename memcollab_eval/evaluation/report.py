@@ -31,6 +31,7 @@ import yaml
 
 from memcollab_eval.adapters import get_spec
 from memcollab_eval.agent.transcript import TranscriptError, readable
+from memcollab_eval.bank.governance import Access, access_for
 from memcollab_eval.bank.store import BankError, MemoryBank, load_bank
 from memcollab_eval.categorize import Category
 from memcollab_eval.config import BENCHMARK_NAMES
@@ -100,21 +101,14 @@ class Problem:
 class _Explainer:
     """Tells, for a memory-twin prompt that got nothing, which step of retrieval left it empty."""
 
-    def __init__(self, bank: MemoryBank, config: RetrievalConfig, target: str) -> None:
+    def __init__(self, bank: MemoryBank, config: RetrievalConfig, target: str, access: Access | None = None) -> None:
         self.bank, self.config, self.target = bank, config, target
-        self.retriever = Retriever(bank, config, target)
-        # ranks by score alone (selector=score): under selector=llm the model's choice is what it explains
-        self.probe = (Retriever(bank, replace(config, min_score=0.0, top_k=1, selector="score"), target)
-                      if config.top_k else None)
+        self.retriever = Retriever(bank, config, target, access=access)
+        # the probe asks the scores alone (selector=score): under selector=llm there is no model here to ask
+        self.probe = Retriever(bank, replace(config, min_score=0.0, top_k=1, selector="score"), target,
+                               access=self.retriever.access) if config.top_k else None
         self.mine = [e for e in bank.entries if not config.model_filter or target in (e.preferred_model,
                                                                                        e.unpreferred_model)]
-
-    def probe_shortlist(self, text: str, category: Category | None) -> int:
-        """How many entries selector=llm would have shown the model (at or above min_score, at most
-        llm_candidates)."""
-        c = self.config
-        shortlist = Retriever(self.bank, replace(c, top_k=c.llm_candidates, selector="score"), self.target)
-        return len(shortlist.retrieve(text, category=category))
 
     def explain(self, category: Category | None, text: str | None) -> tuple[str, str]:
         c = self.config
@@ -128,6 +122,12 @@ class _Explainer:
                     f"no entry of the bank ({len(self.bank.entries)} entries) was distilled from a pair with "
                     f"{self.target}; its entries involve {', '.join(models)} (the target's identity is the "
                     "retrieval key: retrieval=no_model_filter ignores it)")
+        screened = self.retriever.filtered(category)
+        if self.retriever.candidate_count(category) == 0 and screened.access + screened.lifecycle:
+            removed = ", ".join(f"{n} {r.replace('_', ' ')}" for r, n in screened.counts.items() if n)
+            return ("had only entries the access or lifecycle screen removed",
+                    f"every candidate entry of this problem was removed before ranking ({removed}; principal "
+                    f"{self.retriever.access.principal or '(none)'})")
         if self.retriever.candidate_count(category) == 0:
             name = "?" if category is None else category.category
             same = [e for e in self.bank.entries if _norm(e.category) == _norm(name)]
@@ -140,15 +140,15 @@ class _Explainer:
                       + f"; the categories it has{whose}: {others}")
             return f"had no entry of their category{whose}", detail
         n = self.retriever.candidate_count(category)
+        best_llm = self.probe.retrieve(text, category=category) if text is not None and self.probe else []
+        if c.selector == "llm" and best_llm and best_llm[0].score >= c.min_score:
+            return ("were given no entry by the target model (selector=llm)",
+                    f"the target model was shown up to {c.llm_candidates} of the {n} candidate entries scoring at "
+                    f"least min_score {c.min_score:g} and picked none")
         phrase = f"had candidates that all scored below min_score {c.min_score:g}"
         detail = f"the {n} candidate entries of this category all scored below min_score {c.min_score:g}"
         if text is not None and self.probe is not None:
             best = self.probe.retrieve(text, category=category)
-            if best and best[0].score >= c.min_score and c.selector == "llm":
-                shown = self.probe_shortlist(text, category)
-                return ("were shown candidates and the target model picked none",
-                        f"retrieval.selector=llm showed the target model {shown} entries at or above min_score "
-                        f"{c.min_score:g} (best: {best[0].entry.id} at {best[0].score:.4f}) and it picked none")
             if best and best[0].score >= c.min_score:  # the run's bank or settings were not these
                 return ("for a reason this bank cannot reproduce",
                         f"retrieval abstained in the run, but with this bank and settings entry {best[0].entry.id} "
@@ -227,10 +227,10 @@ def _twin(sample: dict | None) -> Twin | None:
 
 
 def collect(run_dir: Path, *, bank: MemoryBank | None, retrieval: RetrievalConfig | None,
-            target: str) -> list[Problem]:
+            target: str, access: Access | None = None) -> list[Problem]:
     """Every problem of the run, benchmark by benchmark in the order lm-eval logged them."""
     files = samples_files(run_dir)
-    explainer = None if bank is None or retrieval is None else _Explainer(bank, retrieval, target)
+    explainer = None if bank is None or retrieval is None else _Explainer(bank, retrieval, target, access)
     texts = {} if bank is None else {e.id: e for e in bank.entries}
     problems = []
     for bench in BENCHMARK_NAMES:
@@ -518,7 +518,8 @@ def _run_settings(run_dir: Path) -> tuple[dict[str, Any], str, RetrievalConfig |
     if isinstance(raw, dict):
         known = set(RetrievalConfig.__dataclass_fields__)
         retrieval = RetrievalConfig(**{k: v for k, v in raw.items() if k in known})
-    bank_path = (record.get("bank_record") or {}).get("path") or (hydra.get("bank") or {}).get("path")
+    bank_rec = record.get("bank_record") or {}
+    bank_path = bank_rec.get("version_path") or bank_rec.get("path") or (hydra.get("bank") or {}).get("path")
     if isinstance(bank_path, str):
         bank_path = bank_path.replace("${pkg_banks:}", str(PACKAGE_BANKS))
     record.setdefault("target", target)
@@ -528,6 +529,19 @@ def _run_settings(run_dir: Path) -> tuple[dict[str, Any], str, RetrievalConfig |
     record.setdefault("problems", record.get("limit", hydra.get("limit", "?")))
     record.setdefault("protocol", hydra.get("protocol", "single_turn"))
     return record, target, retrieval, Path(bank_path) if bank_path else None
+
+
+def _run_access(record: Mapping[str, Any]) -> Access | None:
+    """The run's access as its record states it (principal, groups, external target, as-of), so the
+    abstention reasons are judged for the same principal at the same instant; None for older runs."""
+    got = record.get("access")
+    if not isinstance(got, dict):
+        return None
+    try:
+        return access_for(got.get("principal"), {got.get("principal"): list(got.get("groups") or [])},
+                          external_target=bool(got.get("external_target")), as_of=got.get("as_of"))
+    except ValueError:
+        return None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -543,6 +557,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: no lm-eval results_*.json under {run_dir}", file=sys.stderr)
         return 2
     record, target, retrieval, bank_path = _run_settings(run_dir)
+    access = _run_access(record)
     bank_path = args.bank or bank_path
     bank = None
     if bank_path is not None:
@@ -554,7 +569,7 @@ def main(argv: list[str] | None = None) -> int:
                 return 2
             print(f"note: the run's bank is not readable ({exc}); abstentions are not explained", file=sys.stderr)
     try:
-        problems = collect(run_dir, bank=bank, retrieval=retrieval, target=target)
+        problems = collect(run_dir, bank=bank, retrieval=retrieval, target=target, access=access)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -211,12 +211,15 @@ def bank_record(cfg: EvalConf) -> dict[str, Any] | None:
         return None
     out: dict[str, Any] = {"name": cfg.bank.name, "path": str(cfg.bank.path)}
     try:
-        bank = load_bank(cfg.bank.path)
+        bank = load_bank(cfg.bank.path, version=cfg.bank.version)
     except BankError as exc:  # it loaded for the run; a bank changed since is worth saying, not failing
         return {**out, "error": str(exc)}
     m = bank.manifest
     return {**out, "manifest_name": m.name, "version": m.version, "sha256": m.sha256, "entries": len(bank.entries),
-            "sources": list(m.sources), "summarizer": m.summarizer, "parent": m.parent}
+            "sources": list(m.sources), "summarizer": m.summarizer, "parent": m.parent,
+            # which version directory was read, and whether the config pinned it (null: the newest)
+            "version_path": str(bank.path), "pinned_version": cfg.bank.version,
+            **({"parent_sha256": m.parent_sha256} if m.parent_sha256 else {})}
 
 
 def sampling_record(cfg: EvalConf, lm: Any, results: Mapping[str, Any]) -> dict[str, Any]:

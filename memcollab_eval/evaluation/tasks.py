@@ -31,11 +31,19 @@ import datasets
 from memcollab_eval.adapters import BenchmarkSpec, get_spec
 from memcollab_eval.agent.task_fields import agent_fields
 from memcollab_eval.agent.transcript import decode_transcript
+from memcollab_eval.bank.governance import Access, access_for
 from memcollab_eval.bank.store import MemoryBank, load_bank
 from memcollab_eval.categorize import categorize
 from memcollab_eval.retrieval_llm import EntryChooser
 from memcollab_eval.retrieve import RetrievalConfig, Retriever, render_memory
-from memcollab_eval.sample_fields import RETRIEVED_KEYS, ProblemFields, RetrievedRef, ScoreFields
+from memcollab_eval.sample_fields import (
+    FILTER_REASONS,
+    FILTERED_IDS,
+    RETRIEVED_KEYS,
+    ProblemFields,
+    RetrievedRef,
+    ScoreFields,
+)
 from memcollab_eval.sample_fields import SampleFields as F
 from memcollab_eval.scoring import score_response
 from memcollab_eval.verify import SandboxConfig
@@ -48,13 +56,19 @@ RETRIEVED_FEATURE = datasets.Features(
 )[F.RETRIEVED]
 
 
-def problem_features() -> dict[str, Any]:
+FILTERED_FEATURE = datasets.Features(
+    {F.FILTERED: {**{r: datasets.Value("int64") for r in FILTER_REASONS}, FILTERED_IDS: [datasets.Value("string")]}}
+)[F.FILTERED]
+
+
+def problem_features(governed: bool = False) -> dict[str, Any]:
     """The ``datasets`` type of each field ``process_docs`` adds, so that no column's type is
-    guessed from its rows (a guess gives the no-memory twin's all-empty lists the type "list of null")."""
+    guessed from its rows (a guess gives the no-memory twin's all-empty lists the type "list of null").
+    ``governed``: the memory twin also logs what the access and lifecycle screen removed."""
     text = datasets.Value("string")
     return {F.ID: text, F.PROMPT: text, F.MEMORY: text, F.CATEGORY: text, F.SUBCATEGORY: text,
             F.RETRIEVED: RETRIEVED_FEATURE, F.ABSTAINED: datasets.Value("bool"), F.DOMAIN: text,
-            F.VISIBLE_TEST: text, F.SETUP_CODE: text}
+            F.VISIBLE_TEST: text, F.SETUP_CODE: text, **({F.FILTERED: FILTERED_FEATURE} if governed else {})}
 
 
 @dataclass(frozen=True)
@@ -65,6 +79,7 @@ class MemorySetup:
     retrieval: RetrievalConfig
     target_identity: str
     chooser: EntryChooser | None = None  # the target model, for retrieval.selector=llm (the evaluate job sets it)
+    access: Access | None = None  # who retrieves (principal, groups, external target, as-of); None: from retrieval
 
 
 def task_name(benchmark: str, with_memory: bool) -> str:
@@ -83,7 +98,7 @@ class ProcessDocs:
     def retriever(self) -> Retriever | None:
         if self.setup is not None and self._retriever is None:
             self._retriever = Retriever(self.setup.bank, self.setup.retrieval, self.setup.target_identity,
-                                        chooser=self.setup.chooser)
+                                        chooser=self.setup.chooser, access=self.setup.access)
         return self._retriever
 
     def prepare(self, dataset) -> None:
@@ -102,10 +117,14 @@ class ProcessDocs:
     def fields(self, doc: dict) -> dict[str, Any]:
         text = self.spec.text(doc)
         cat = categorize(text, domain=self.spec.domain, benchmark=self.spec.name, subject=self.spec.subject(doc))
-        retrieved = []
+        retrieved, filtered = [], None
         retriever = self.retriever()
         if retriever is not None:
-            retrieved = retriever.retrieve(text, category=cat if self.setup.retrieval.use_categories else None)
+            query_cat = cat if self.setup.retrieval.use_categories else None
+            retrieved = retriever.retrieve(text, category=query_cat)
+            if retriever.governed:
+                screen = retriever.filtered(query_cat)
+                filtered = {**screen.counts, FILTERED_IDS: list(screen.lifecycle_ids)}
         memory = render_memory(retrieved)
         facts = agent_fields(self.spec, doc)
         return ProblemFields(
@@ -116,6 +135,7 @@ class ProcessDocs:
                                          r.entry.source_problem_id) for r in retrieved),
             abstained=retriever is not None and not retrieved,
             domain=facts[F.DOMAIN], visible_test=facts[F.VISIBLE_TEST], setup_code=facts[F.SETUP_CODE],
+            filtered=filtered,
         ).to_doc()
 
     def __call__(self, dataset):
@@ -125,7 +145,9 @@ class ProcessDocs:
         self.prepare(dataset)
         rows = [{**doc, **self.fields(doc)} for doc in dataset]
         known = getattr(dataset, "features", None)  # the source's own columns keep their types
-        features = None if known is None else datasets.Features({**known, **problem_features()})
+        retriever = self.retriever()
+        governed = retriever is not None and retriever.governed
+        features = None if known is None else datasets.Features({**known, **problem_features(governed)})
         processed = datasets.Dataset.from_list(rows, features=features)
         if processed.features.get(F.RETRIEVED) != RETRIEVED_FEATURE:  # inferred: all-empty lists are lists of null
             processed = processed.cast_column(F.RETRIEVED, RETRIEVED_FEATURE)
@@ -188,6 +210,8 @@ def metric_list() -> list[dict[str, Any]]:
 
 ENV_BANK, ENV_TARGET, ENV_TOP_K = "MEMCOLLAB_BANK", "MEMCOLLAB_TARGET", "MEMCOLLAB_TOP_K"
 ENV_RANKER = "MEMCOLLAB_RANKER"  # tfidf (default) | bm25 | embedding
+# access (README "Governing a shared bank"): the principal, its groups (comma-separated), an external target
+ENV_PRINCIPAL, ENV_GROUPS, ENV_EXTERNAL = "MEMCOLLAB_PRINCIPAL", "MEMCOLLAB_GROUPS", "MEMCOLLAB_EXTERNAL"
 
 
 @lru_cache(maxsize=None)
@@ -198,8 +222,13 @@ def _setup_from_env() -> MemorySetup:
             f"the *_memcollab tasks need {ENV_BANK}=<bank directory> and {ENV_TARGET}=<target identity> "
             "in the environment when run through lm_eval --include_path tasks"
         )
-    retrieval = RetrievalConfig(top_k=int(os.environ.get(ENV_TOP_K, "3")), ranker=os.environ.get(ENV_RANKER, "tfidf"))
-    return MemorySetup(load_bank(bank_dir), retrieval, target)
+    principal = os.environ.get(ENV_PRINCIPAL) or None
+    retrieval = RetrievalConfig(top_k=int(os.environ.get(ENV_TOP_K, "3")), ranker=os.environ.get(ENV_RANKER, "tfidf"),
+                                principal=principal)
+    groups = [g.strip() for g in os.environ.get(ENV_GROUPS, "").split(",") if g.strip()]
+    external = os.environ.get(ENV_EXTERNAL, "").strip().lower() in ("1", "true", "yes")
+    access = access_for(principal, {principal: groups} if principal else None, external_target=external)
+    return MemorySetup(load_bank(bank_dir), retrieval, target, access=access)
 
 
 class EnvProcessDocs(ProcessDocs):

@@ -41,6 +41,7 @@ class EntryEffect:
     benchmarks: dict[str, int] = field(default_factory=dict)  # benchmark -> times retrieved
     broken_ids: list[str] = field(default_factory=list)
     fixed_ids: list[str] = field(default_factory=list)
+    served_ids: list[str] = field(default_factory=list)  # "benchmark/problem id" of every prompt it was in
 
     @property
     def net(self) -> int:
@@ -139,6 +140,7 @@ def attribute(run_dir: str | Path, bank_dir: str | Path | None = None) -> Attrib
             for entry_id in dict.fromkeys(ids):
                 e = effects.setdefault(entry_id, EntryEffect(entry_id))
                 e.retrieved += 1
+                e.served_ids.append(f"{bench}/{pid}")
                 e.benchmarks[bench] = e.benchmarks.get(bench, 0) + 1
                 if pid in fixed:
                     e.fixed += 1
