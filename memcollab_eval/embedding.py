@@ -18,7 +18,6 @@ build): see README "Retrieval" and benchmarks/bench_retrieval.py.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import json
 import unicodedata
@@ -31,6 +30,7 @@ from scipy.special import erf
 from threadpoolctl import ThreadpoolController
 
 from memcollab_eval.errors import UsageError
+from memcollab_eval.packaged_data import sha256_file
 
 
 @dataclass(frozen=True)
@@ -84,14 +84,6 @@ def model_dir(spec: EncoderSpec) -> Path:
     if found is None or not found.submodule_search_locations:
         raise UsageError("\n  - ".join(["cannot run:", *encoder_problems(spec.name)]))
     return Path(next(iter(found.submodule_search_locations)))
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _verified(path: Path, expected: str) -> Path:

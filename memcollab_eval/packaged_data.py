@@ -56,7 +56,8 @@ def _resource(relative: str):
     return node
 
 
-def _sha256(path: Path) -> str:
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file, read in 1 MiB blocks (the packaged data, the packaged encoder's files)."""
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -76,7 +77,7 @@ def packaged_file(relative: str) -> Path:
                                 "reinstall memcollab-eval (pip install -e . from a checkout)")
     path = Path(_extracted.enter_context(resources.as_file(resource)))
     expected = PACKAGED_FILES[relative][2]
-    found = _sha256(path)
+    found = sha256_file(path)
     if found != expected:
         raise PackagedDataError(f"the packaged evaluation file {path} has sha256 {found}, expected {expected}: "
                                 "the installation is damaged or the file was edited; reinstall memcollab-eval")

@@ -95,7 +95,7 @@ def test_a_damaged_file_is_refused(monkeypatch):
 def test_the_sha256_is_computed_once_per_process(monkeypatch):
     packaged_file("math500/test.jsonl")
     calls = []
-    monkeypatch.setattr(packaged_data, "_sha256", lambda path: calls.append(path) or "")
+    monkeypatch.setattr(packaged_data, "sha256_file", lambda path: calls.append(path) or "")
     for _ in range(3):
         packaged_file("math500/test.jsonl")
     assert calls == []

@@ -13,7 +13,6 @@ bank without anyone noticing.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ from pathlib import Path
 
 from memcollab_eval.construct.records import Key
 from memcollab_eval.errors import UsageError
+from memcollab_eval.packaged_data import sha256_file
 
 LABEL_FIELDS = ("problem_id", "preferred", "unpreferred")
 MAX_SHOWN = 20
@@ -39,7 +39,7 @@ class Label:
 
 
 def labels_sha256(path: str | Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    return sha256_file(Path(path))
 
 
 def _side(value: str, names: Mapping[str, str], samples: int) -> tuple[tuple[str, int] | None, str | None]:

@@ -11,7 +11,7 @@ problem record is :class:`memcollab_eval.construct.pools.PoolProblem`; a contras
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
-from typing import Any
+from typing import Any, Self
 
 Key = tuple[str, str, int]  # (problem_id, model, sample_idx)
 
@@ -27,8 +27,26 @@ def _take(cls: type, obj: dict[str, Any], required: tuple[str, ...]) -> dict[str
     return {f.name: obj[f.name] for f in fields(cls) if f.name in obj}
 
 
+class _KeyedRecord:
+    """What the records keyed by a trajectory share: the key, writing as in the file, and reading
+    with the missing fields named (subclasses are frozen dataclasses with ``REQUIRED``)."""
+
+    REQUIRED: tuple[str, ...] = ()
+
+    @property
+    def key(self) -> Key:
+        return (self.problem_id, self.model, int(self.sample_idx))  # type: ignore[attr-defined]
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)  # type: ignore[call-overload]
+
+    @classmethod
+    def from_json(cls, obj: dict[str, Any]) -> Self:
+        return cls(**_take(cls, obj, cls.REQUIRED))
+
+
 @dataclass(frozen=True)
-class Trajectory:
+class Trajectory(_KeyedRecord):
     """One model's response to one pool problem (``trajectories.jsonl``); for the agent protocol
     the text is the episode transcript."""
 
@@ -43,20 +61,10 @@ class Trajectory:
 
     REQUIRED = ("problem_id", "model", "sample_idx", "text")
 
-    @property
-    def key(self) -> Key:
-        return (self.problem_id, self.model, int(self.sample_idx))
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_json(cls, obj: dict[str, Any]) -> Trajectory:
-        return cls(**_take(cls, obj, cls.REQUIRED))
 
 
 @dataclass(frozen=True)
-class VerdictRecord:
+class VerdictRecord(_KeyedRecord):
     """The verifier's verdict on one trajectory (``verdicts.jsonl``)."""
 
     problem_id: str
@@ -70,19 +78,9 @@ class VerdictRecord:
     REQUIRED = ("problem_id", "model", "sample_idx", "status")
 
     @property
-    def key(self) -> Key:
-        return (self.problem_id, self.model, int(self.sample_idx))
-
-    @property
     def passed(self) -> bool:
         return self.status == "pass"
 
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_json(cls, obj: dict[str, Any]) -> VerdictRecord:
-        return cls(**_take(cls, obj, cls.REQUIRED))
 
 
 @dataclass(frozen=True)
@@ -116,7 +114,7 @@ class DistillRecord:
 
 
 @dataclass(frozen=True)
-class JudgeRecord:
+class JudgeRecord(_KeyedRecord):
     """A judge model's score of one trajectory against a rubric (``judgments.jsonl``): status ``ok``
     (``score`` set) or ``unparsed`` (the reply named no score; the trajectory takes part in no pair).
     Kept per judge and rubric version, so changing either judges again and a resumed build does not."""
@@ -135,13 +133,3 @@ class JudgeRecord:
 
     REQUIRED = ("problem_id", "model", "sample_idx", "judge", "rubric_version", "status", "score")
 
-    @property
-    def key(self) -> Key:
-        return (self.problem_id, self.model, int(self.sample_idx))
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_json(cls, obj: dict[str, Any]) -> JudgeRecord:
-        return cls(**_take(cls, obj, cls.REQUIRED))
