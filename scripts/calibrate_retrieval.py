@@ -13,13 +13,14 @@ its score >= t and it fits, abstain when it scores < t and it does not fit" over
 queries pooled, rounded to two decimals (ties: the lower t). It is written into
 memcollab_eval/embedding.py (EncoderSpec.min_score) by hand, with the figures printed here.
 
-Run: python scripts/calibrate_retrieval.py [--data-dir ../shared/data] [--per-subject 60] [--n 200]
+Run: python scripts/calibrate_retrieval.py [--data-dir DIR (default $MEMCOLLAB_DATA_DIR)] [--per-subject 60] [--n 200]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import time
 from pathlib import Path
@@ -94,12 +95,17 @@ def best_threshold(scores: np.ndarray, fits: np.ndarray) -> tuple[float, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data-dir", default=str(REPO.parent / "shared" / "data"))
+    parser.add_argument("--data-dir", default=os.environ.get("MEMCOLLAB_DATA_DIR"),
+                        help="training pools (math_train/, gsm8k/, mbpp/ train files; not shipped with the package); "
+                             "default $MEMCOLLAB_DATA_DIR")
     parser.add_argument("--per-subject", type=int, default=60, help="MATH train problems per subject")
     parser.add_argument("--n", type=int, default=200, help="GSM8K / MBPP train problems")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     bank = committed_lessons()
+    if not args.data_dir:
+        parser.error("the calibration reads training problems, which are not shipped: pass --data-dir DIR or set "
+                     "MEMCOLLAB_DATA_DIR (a folder with math_train/train.jsonl, gsm8k/train.jsonl, mbpp/train.jsonl)")
     queries = training_queries(Path(args.data_dir), args.per_subject, args.n, args.seed)
     print(f"bank: {len(bank.entries)} distinct committed lessons; queries: "
           + ", ".join(f"{k} {len(v)}" for k, v in queries.items()) + "\n")

@@ -21,7 +21,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY="${PY:-.venv/bin/python}"
-export MEMCOLLAB_DATA_DIR="${MEMCOLLAB_DATA_DIR:-../shared/data}"
+# Building banks reads the training pools, which are not shipped with the package: MEMCOLLAB_DATA_DIR must name
+# a folder that holds them. Evaluations read the evaluation sets shipped in the package unless it is set.
 OUT="${OUT:-outputs/repro}"
 PROTOCOL="${PROTOCOL:-single_turn}"
 SMALL=qwen25_coder_05b
@@ -132,7 +133,8 @@ leaderboard() {
 }
 
 case "${1:-}" in
-  banks) banks ;;
+  banks) : "${MEMCOLLAB_DATA_DIR:?set MEMCOLLAB_DATA_DIR to a folder with math_train/train.jsonl, gsm8k/train.jsonl and mbpp/{train,validation,prompt}.jsonl}"
+         export MEMCOLLAB_DATA_DIR; banks ;;
   evals) evals ;;
   leaderboard) leaderboard ;;
   all) banks; evals; leaderboard ;;
