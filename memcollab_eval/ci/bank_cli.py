@@ -70,6 +70,16 @@ def default_data_dir() -> Path:
     return Path(value) if value else packaged_root()
 
 
+def emit_report(text: str, out: str | None) -> None:
+    """A report to ``--out`` (its folder made, the path printed), else to standard output."""
+    if out:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        Path(out).write_text(text, encoding="utf-8")
+        print(f"wrote {out}")
+    else:
+        print(text, end="")
+
+
 # ---- check -------------------------------------------------------------------------------
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -236,13 +246,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
         result = audit(args.bank, args.runs, min_harm=args.min_harm)
     except AuditError as exc:
         raise UsageError(f"cannot audit: {exc}") from None
-    text = render_audit(result)
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(text, encoding="utf-8")
-        print(f"wrote {args.out}")
-    else:
-        print(text, end="")
+    emit_report(render_audit(result), args.out)
     if args.propose:
         record = proposal(result)
         Path(args.propose).parent.mkdir(parents=True, exist_ok=True)
@@ -259,12 +263,7 @@ def cmd_attribute(args: argparse.Namespace) -> int:
         report = render(attribute(args.run, args.bank), examples=args.examples)
     except AttributionError as exc:
         raise UsageError(str(exc)) from None
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(report, encoding="utf-8")
-        print(f"wrote {args.out}")
-    else:
-        print(report, end="")
+    emit_report(report, args.out)
     return EXIT_OK
 
 
