@@ -7,7 +7,9 @@
 #   bash scripts/reproduce_cpu.sh banks                 # build the memory banks (resumable)
 #   TARGETS=qwen25_coder_05b bash scripts/reproduce_cpu.sh evals   # evaluate one target (or both: default)
 #   bash scripts/reproduce_cpu.sh leaderboard           # docs/reproduction/ from every finished run
-# BANKS=... and CONDITIONS=... pick a part (the lists below); TARGETS picks the targets.
+# BANKS=... and CONDITIONS=... pick a part (the lists below); TARGETS picks the targets. A condition may
+# also be bank:NAME (any bank under conf/bank/), and EVAL_ARGS="..." adds overrides to every evaluation,
+# e.g. EVAL_ARGS="retrieval=embedding retrieval.top_k=1" for the retrieval rows and the top-k sweep.
 #
 # Every stage resumes after an interruption: the builds keep per-record JSONL in outputs/build/, and the
 # evaluations reuse lm-eval's request cache (outputs/repro/cache/<target>), so a re-run generates only
@@ -39,6 +41,7 @@ else
   DEFAULT_SET="benchmarks=[gsm8k,mbpp,humaneval] limit=60 limits.mbpp=100 limits.humaneval=null subset=seeded"
 fi
 read -ra EVAL_SET <<< "${EVAL_SET:-$DEFAULT_SET}"
+read -ra EVAL_ARGS <<< "${EVAL_ARGS:-}"
 
 short() { [[ $1 == "$SMALL" ]] && echo 05b || echo 15b; }
 other() { [[ $1 == "$SMALL" ]] && echo "$BIG" || echo "$SMALL"; }
@@ -84,7 +87,7 @@ evaluate() {  # evaluate TARGET BANK [ARGS...]
   shift 2
   echo "== evaluate $target with $bank $*"
   "$PY" -m memcollab_eval "+target=$target" "+bank=$bank" "${EVAL_SET[@]}" "protocol=$PROTOCOL" use_cache=true \
-    "output_dir=$OUT" "$@"
+    "output_dir=$OUT" "${EVAL_ARGS[@]}" "$@"
 }
 
 evals() {
@@ -97,6 +100,7 @@ evals() {
         self_contrast) evaluate "$t" "repro_self_contrast_$(short "$t")" ;;
         # the other model's entries name the other model: retrieval must not filter by identity
         transfer) evaluate "$t" "repro_self_$(short "$(other "$t")")" retrieval=no_model_filter ;;
+        bank:*) evaluate "$t" "${c#bank:}" ;;
         *) echo "unknown condition $c" >&2; exit 2 ;;
       esac
     done
