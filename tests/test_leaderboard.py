@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 from browser import probe, screenshot
 from conftest import data_dir
 
@@ -363,6 +364,41 @@ def test_the_plot_of_all_zero_deltas_has_a_readable_axis(tmp_path, monkeypatch):
     limits.clear()
     plot_deltas(build_leaderboard([HYDRA_RUNS], iters=100))
     assert len(limits) == 1 and limits[0][0] == -limits[0][1] and limits[0][1] > 75  # every CI in view
+
+
+def _as_llama_cpp_run(src: Path, dest: Path, n_parallel: int | None) -> None:
+    """A copy of a fixture run as if llama_cpp had decoded it (``n_parallel`` None: a run from before
+    batched decoding, whose summary names none)."""
+    shutil.copytree(src, dest)
+    cfg = dest / ".hydra" / "config.yaml"
+    conf = yaml.safe_load(cfg.read_text())
+    conf["target"]["model"] = "llama_cpp"
+    cfg.write_text(yaml.safe_dump(conf))
+    summary = json.loads((dest / "summary.json").read_text())
+    info = {"n_ctx": 4096} if n_parallel is None else {"n_ctx": 4096, "n_parallel": n_parallel}
+    summary["model"] = {"name": "qwen25_coder_05b", "backend_info": info}
+    (dest / "summary.json").write_text(json.dumps(summary))
+
+
+def test_batched_and_sequential_llama_cpp_runs_are_not_combined(tmp_path):
+    """Batched greedy output depends on the batch: a row decoded 8 at a time is not paired with a
+    no-memory row decoded alone, and the CSV says how each table was decoded."""
+    none_run = next((HYDRA_RUNS / "none").iterdir())
+    demo_run = min((HYDRA_RUNS / "demo").iterdir())
+    _as_llama_cpp_run(none_run, tmp_path / "mixed" / "a", None)
+    _as_llama_cpp_run(demo_run, tmp_path / "mixed" / "b", 8)
+    board = build_leaderboard([tmp_path / "mixed"], iters=50)
+    (warning,) = group_warnings(board)
+    assert "differ in decoding" in warning and "n_parallel=1 vs n_parallel=8" in warning
+
+    _as_llama_cpp_run(none_run, tmp_path / "same" / "a", 8)
+    _as_llama_cpp_run(demo_run, tmp_path / "same" / "b", 8)
+    board = build_leaderboard([tmp_path / "same"], iters=50)
+    assert not group_warnings(board) and len(board.groups) == 1
+    write_csv(board, tmp_path / "b.csv")
+    rows = list(csv.DictReader((tmp_path / "b.csv").open()))
+    assert {(r["backend"], r["decoding"]) for r in rows} == {("llama_cpp", "n_parallel=8")}
+    assert "decoding n_parallel=8" in render_markdown(board)
 
 
 def test_csv_settings_columns_per_settings_group(tmp_path):

@@ -49,7 +49,7 @@ ORIGIN_NOTE = {
 WARNING_HEAD = ("WARNING: runs with different settings were found and NOT combined. Each settings group has "
                 "its own tables; do not compare numbers across groups.")
 NOT_REACHED = "no memory reached the prompts"
-CSV_SETTINGS = ("protocol", "backend", "limit", "seed")  # settings columns after the row's own fields
+CSV_SETTINGS = ("protocol", "backend", "decoding", "limit", "seed")  # settings columns after the row's own fields
 
 
 def group_warnings(board: Leaderboard) -> list[str]:
@@ -205,6 +205,7 @@ def render_markdown(board: Leaderboard, plot: str | None = None) -> str:
 
 def _run_settings(r: Run) -> str:
     return ", ".join(f"{k} {v}" for k, v in (("protocol", protocol(dict(r.settings))),
+                                              ("decoding", r.settings.get("decoding", "-")),
                                               ("limit", r.settings.get("limit", "?")),
                                               ("seed", r.settings.get("seed", "?"))))
 
@@ -217,8 +218,8 @@ def write_csv(board: Leaderboard, path: Path) -> None:
         for r in board.rows:
             values = [getattr(r, k) for k in ROW_FIELDS]
             settings = dict(board.group_settings.get(r.group, {}))
-            extra = [protocol(settings), backend(board, r.group, r.target), settings.get("limit", ""),
-                     settings.get("seed", "")]
+            extra = [protocol(settings), backend(board, r.group, r.target), settings.get("decoding", ""),
+                     settings.get("limit", ""), settings.get("seed", "")]
             writer.writerow(["" if v is None else (f"{v:.6f}" if isinstance(v, float) else v) for v in values] + extra)
 
 

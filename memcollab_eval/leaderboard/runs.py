@@ -5,7 +5,8 @@ too), plus ``.hydra/config.yaml`` when the run came from our CLI, and builds per
 table: rows = memory sources, columns = benchmarks. Per-problem samples give bootstrap CIs and
 *paired* deltas against the no-memory row. Runs are only combined when everything except
 target / bank / retrieval matches (limit, seed, lm-eval version, per-benchmark problem set,
-prompt protocol, single-turn or agent mode, max_gen_toks, model backend): otherwise a result
+prompt protocol, single-turn or agent mode, max_gen_toks, model backend, batched or sequential decoding):
+otherwise a result
 could move because the problems or the protocol changed, not the memory, so such runs go to
 separate tables under a loud WARNING. When a (target, memory source, benchmark) was run more than once the latest run
 is used and the others are named in the notes.
@@ -132,6 +133,24 @@ def _source(bank: str, hydra: dict | None) -> str:
     return f"{bank} [{', '.join(diffs)}]" if diffs else bank
 
 
+def decoding(run_dir: Path, backend: str) -> str | None:
+    """How a llama_cpp run decoded: ``n_parallel=N`` from its ``summary.json``.
+
+    Why a setting: batched greedy output depends on what else is in the batch, so a row decoded
+    8 at a time and one decoded alone can differ for reasons that are not the memory. A llama_cpp
+    run whose summary names no ``n_parallel`` predates batched decoding: it decoded one request at
+    a time. Other backends (and runs without a summary) get no value and are not split by it.
+    """
+    summary = run_dir / "summary.json"
+    if backend != "llama_cpp" or not summary.is_file():
+        return None
+    try:
+        info = (json.loads(summary.read_text(encoding="utf-8")).get("model") or {}).get("backend_info") or {}
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+        return None
+    return f"n_parallel={_num(info.get('n_parallel', 1))}"
+
+
 def load_run(results_file: Path) -> Run | None:
     """One run from its lm-eval results file; None when it holds none of our tasks."""
     try:
@@ -154,6 +173,8 @@ def load_run(results_file: Path) -> Run | None:
         "lm_eval_version": str(data.get("lm_eval_version", "?")),
         "backend": str((hydra or {}).get("target", {}).get("model") or conf.get("model") or "?"),
     }
+    if (how := decoding(run_dir, settings["backend"])) is not None:
+        settings["decoding"] = how
     tasks = []
     for task, res in (data.get("results") or {}).items():
         m = _TASK.match(task)
