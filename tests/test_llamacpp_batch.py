@@ -217,6 +217,46 @@ def test_identical_requests_share_one_generation() -> None:
     assert lm.shared_requests == 1  # samples without a seed are distinct samples, never shared
 
 
+class _RecordingHook:
+    """Stands in for lm-eval's CacheHook (which commits each add_partial to SQLite at once)."""
+
+    def __init__(self) -> None:
+        self.added: list[tuple[str, str]] = []
+
+    def add_partial(self, attr: str, req: Any, res: Any) -> None:
+        self.added.append((req[0], res))
+
+
+def test_each_answer_reaches_the_request_cache_as_soon_as_it_finishes() -> None:
+    """A long run killed midway keeps what it finished: answers go to lm-eval's cache in finishing
+    order, while the call is still running, each shared copy with its source."""
+    lm = _build("n_parallel=2")
+    hook = _RecordingHook()
+    lm.set_cache_hook(hook)
+    short_prompt = lm.apply_chat_template([{"role": "user", "content": QUESTIONS[5]}])
+    long_prompt = lm.apply_chat_template([{"role": "user", "content": QUESTIONS[4]}])
+    long = {"until": [], "max_gen_toks": 30, "do_sample": False}
+    short = {"until": [], "max_gen_toks": 2, "do_sample": False}
+    seen_when_short_done: list[int] = []
+    original = lm._run
+
+    def spy(prepared: Any, bar: Any, on_done: Any = None) -> Any:
+        def wrapped(index: int, text: str) -> None:
+            on_done(index, text)
+            if prepared[index].max_gen_toks == 2:
+                seen_when_short_done.append(len(hook.added))
+        return original(prepared, bar, on_done=wrapped)
+
+    lm._run = spy
+    outs = lm.generate_until(
+        [_instance(long_prompt, long), _instance(short_prompt, short), _instance(short_prompt, short)],
+        disable_tqdm=True,
+    )
+    assert [p for p, _ in hook.added] == [short_prompt, short_prompt, long_prompt]  # finishing order
+    assert seen_when_short_done == [2]  # both copies written before the long one had finished
+    assert [r for _, r in hook.added] == [outs[1], outs[2], outs[0]]
+
+
 def test_fingerprint_and_agent_schedule_follow_the_mode(sequential: Any, batched: Any) -> None:
     assert sequential.generation_fingerprint.endswith("__seq") and sequential.sequential_generation
     assert batched.generation_fingerprint.endswith("__batch3") and not batched.sequential_generation

@@ -49,7 +49,7 @@ import hashlib
 import logging
 import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -472,26 +472,33 @@ class LlamaCppLM(LlamaCppScoring, TemplateLM):
             seconds=result.seconds,
         )
 
-    def _run(self, prepared: list[_Prepared], bar: Any) -> list[tuple[str, GenerationUsage]]:
-        """Generate ``prepared`` (already distinct), sequentially or batched; outputs in order."""
+    def _run(
+        self, prepared: list[_Prepared], bar: Any, on_done: Callable[[int, str], None] | None = None,
+    ) -> list[tuple[str, GenerationUsage]]:
+        """Generate ``prepared`` (already distinct), sequentially or batched; outputs in order.
+
+        ``on_done(index, text)`` is called as each one finishes (in finishing order).
+        """
         started = time.perf_counter()
         produced = 0
 
-        def progress(usage: GenerationUsage) -> None:
+        def progress(index: int, text: str, usage: GenerationUsage) -> None:
             nonlocal produced
             produced += usage.completion_tokens
             bar.update(1)
             bar.set_postfix(tok_s=f"{produced / max(time.perf_counter() - started, 1e-9):.1f}", refresh=False)
+            if on_done is not None:
+                on_done(index, text)
 
         if self._batched is None:
             outputs = []
-            for request in prepared:
+            for index, request in enumerate(prepared):
                 outputs.append(self._generate_sequential(request))
-                progress(outputs[-1][1])
+                progress(index, *outputs[-1])
             return outputs
 
         def finished(index: int, result: BatchResult) -> None:
-            progress(self._usage_from_batch(prepared[index], result)[1])
+            progress(index, *self._usage_from_batch(prepared[index], result))
 
         results = self._batched.generate([self._batch_request(r) for r in prepared], on_finish=finished)
         return [self._usage_from_batch(r, res) for r, res in zip(prepared, results, strict=True)]
@@ -506,17 +513,26 @@ class LlamaCppLM(LlamaCppScoring, TemplateLM):
         plan = plan_sharing(keys)
         bar = tqdm(total=len(plan.unique), desc="llama_cpp generate_until",
                    disable=disable_tqdm or not self.progress)
+        members: dict[int, list[int]] = {}
+        for index, group in enumerate(plan.source):
+            members.setdefault(group, []).append(index)
+
+        def cache_now(group: int, text: str) -> None:
+            # lm-eval's request cache (use_cache) commits each answer as it is added: written as soon as a
+            # generation ends, a run that is killed after hours resumes with everything it finished
+            for index in members[group]:
+                self.cache_hook.add_partial("generate_until", requests[index].args, text)
+
         try:
-            outputs = self._run([prepared[i] for i in plan.unique], bar)
+            outputs = self._run([prepared[i] for i in plan.unique], bar, on_done=cache_now)
         finally:
             bar.close()
         results: list[str] = []
-        for index, request in enumerate(requests):
+        for index in range(len(requests)):
             text, usage = outputs[plan.source[index]]
             if plan.is_copy(index):  # the answer is another request's: no time of its own
                 usage = dataclasses.replace(usage, seconds=0.0)
             self._records.append(usage)
             results.append(text)
-            self.cache_hook.add_partial("generate_until", request.args, text)
         self.shared_requests += plan.shared
         return results
