@@ -399,10 +399,24 @@ def test_heldout_validation_drops_categories_whose_memory_hurts(built, tmp_path)
         ("enforce testing the empty case - avoid assuming a non-empty list", [("testing the empty case",
                                                                               "assuming a non-empty list")]),
         ("enforce a; avoid b; avoid c", []),
+        # the two-line Markdown layout Qwen2.5-Coder-1.5B wrote for a v3 prompt (demo_v3 build, a training pair)
+        ("### Lesson:\n- **Enforce:** subtracting what leaves from the running total.\n"
+         "- **Avoid:** adding what leaves to the running total.", [("subtracting what leaves from the running total",
+                                                                   "adding what leaves to the running total")]),
+        ("Enforce: checking the last index", []),  # half a lesson is not completed by guessing
+        ("- Avoid: b\n- Enforce: a", []),  # the halves in the wrong order are not a lesson
     ],
 )
 def test_parse_lessons_accepts_harmless_variants(reply, expected):
     assert [(x.enforce, x.avoid) for x in parse_lessons(reply)] == expected
+
+
+def test_a_difference_heading_with_its_text_on_the_next_line_is_read():
+    reply = ("### DIFFERENCE:\nThe unpreferred solution added the outgoing amount instead of subtracting it.\n\n"
+             "**Lesson:**\n\n- **Enforce:** subtracting outgoing amounts\n- **Avoid:** adding outgoing amounts")
+    (lesson,) = parse_lessons(reply)
+    assert lesson.difference == "The unpreferred solution added the outgoing amount instead of subtracting it."
+    assert (lesson.enforce, lesson.avoid) == ("subtracting outgoing amounts", "adding outgoing amounts")
 
 
 def test_the_difference_line_is_kept_and_the_lesson_must_be_about_it():

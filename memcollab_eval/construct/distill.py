@@ -76,6 +76,20 @@ def distill_prompt(*, domain: str, problem: str, preferred: str, unpreferred: st
         unpreferred_status=unpreferred_status)
 
 
+def retry_prompt(version: str, prompt: str, reply: str) -> str:
+    """The second try for a reply that gave no lesson in the required form.
+
+    v1 and v2 append a format reminder to the whole conversation. Measured on the demo_v3 build's
+    first 8 v3 replies (Qwen2.5-Coder-1.5B): that second try repeated the first reply word for
+    word in 6 of 8 (and began with it in a seventh), after prefilling the ~2,000-token prompt
+    again. So v3 asks for a repair instead: only the first reply, to be restated as lesson lines
+    (a short prompt; its DIFFERENCE line is taken from the first reply).
+    """
+    if version in ("v1", "v2"):
+        return prompt + "\n" + reply + "\n\n" + prompt_template("retry", version)
+    return prompt_template("retry", version).format(reply=reply.strip())
+
+
 def prompt_examples(version: str = PROMPT_VERSION) -> list[str]:
     """The example lessons shown in the prompts: a lesson that repeats one is not distilled.
     v3 shows none, so its lessons are checked against every earlier version's examples (a
@@ -88,22 +102,51 @@ def prompt_examples(version: str = PROMPT_VERSION) -> list[str]:
     return sorted(set(lines))
 
 
+_HEADING = re.compile(r"^\s*#+\s*")
+_HALF = re.compile(r"^\s*(?:[-*•]|\d+[.)])?\s*(?P<kind>enforce|avoid)\s*:\s*(?P<text>.+?)\s*$", re.IGNORECASE)
+
+
+def _plain_lines(reply: str) -> list[str]:
+    """The reply's lines without Markdown emphasis or heading marks, with two harmless layouts
+    folded into the one-line forms the patterns read: a "DIFFERENCE:" heading whose text is on
+    the next line, and "Enforce: X" with "Avoid: Y" on the line after it (as bullets, say)."""
+    lines = [_HEADING.sub("", line.replace("**", "")) for line in reply.splitlines()]
+    out: list[str] = []
+    i = 0
+    while i < len(lines):
+        line, following = lines[i], [x for x in lines[i + 1:i + 3] if x.strip()]
+        if re.fullmatch(r"\s*(?:difference|key step)\s*:\s*", line, re.IGNORECASE) and following:
+            out.append(line.strip() + " " + following[0].strip())
+            i = lines.index(following[0], i + 1) + 1
+            continue
+        first = _HALF.match(line)
+        second = _HALF.match(following[0]) if first and following else None
+        if first and second and first.group("kind").lower() == "enforce" and second.group("kind").lower() == "avoid":
+            out.append(f"enforce {first.group('text').rstrip(' .;')}; avoid {second.group('text')}")
+            i = lines.index(following[0], i + 1) + 1
+            continue
+        out.append(line)
+        i += 1
+    return out
+
+
 def difference_line(reply: str) -> str:
     """The text of the reply's first ``DIFFERENCE:`` (contrast) or ``KEY STEP:`` (self) line, "" if none."""
-    for line in reply.splitlines():
-        m = _DIFFERENCE.match(line.replace("**", ""))
+    for line in _plain_lines(reply):
+        m = _DIFFERENCE.match(line)
         if m:
             return m.group("text")
     return ""
 
 
-def parse_lessons(reply: str) -> list[Lesson]:
+def parse_lessons(reply: str, difference: str | None = None) -> list[Lesson]:
     """Lesson lines (``enforce ...; avoid ...`` or a variant, at most two), each with the reply's
-    DIFFERENCE line; [] means malformed. A line with two "avoid" halves is refused, not split."""
-    difference = difference_line(reply)
+    DIFFERENCE line (or ``difference``, e.g. a repaired reply's original one); [] means malformed.
+    A line with two "avoid" halves is refused, not split."""
+    difference = difference_line(reply) or (difference or "")
     lessons = []
-    for line in reply.splitlines():
-        m = _LESSON.match(line.replace("**", ""))
+    for line in _plain_lines(reply):
+        m = _LESSON.match(line)
         if m:
             enforce, avoid = m.group("enforce").strip(" ."), m.group("avoid").strip(" .")
             if enforce and avoid and ";" not in avoid and not re.search(r"\bavoid\b", avoid, re.IGNORECASE):

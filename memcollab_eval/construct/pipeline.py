@@ -41,10 +41,11 @@ from memcollab_eval.construct import evidence, judge, validate
 from memcollab_eval.construct.config import BuildConf
 from memcollab_eval.construct.dedupe import drop_near_duplicates
 from memcollab_eval.construct.distill import (
+    difference_line,
     distill_prompt,
     parse_lessons,
     prompt_examples,
-    prompt_template,
+    retry_prompt,
 )
 from memcollab_eval.construct.entry_lint import about_difference, lint_entry
 from memcollab_eval.construct.labels import Label, check_problems, labels_sha256, read_labels
@@ -339,11 +340,11 @@ def stage_distill(cfg: BuildConf, problems: list[PoolProblem], trajs: dict[Key, 
                 lessons = [parse_lessons(r[0].text) for r in replies]
                 # one retry with a format reminder for the replies that gave no lesson, then give up on them
                 again = [i for i, found in enumerate(lessons) if not found]
-                retries = generate_requests(lm, [(requests[i][0] + "\n" + replies[i][0].text + "\n\n"
-                                                  + prompt_template("retry", version), requests[i][1]) for i in again])
+                retries = generate_requests(lm, [(retry_prompt(version, requests[i][0], replies[i][0].text),
+                                                  requests[i][1]) for i in again])
                 for i, retry in zip(again, retries, strict=True):
                     replies[i].append(retry)
-                    lessons[i] = parse_lessons(retry.text)
+                    lessons[i] = parse_lessons(retry.text, difference=difference_line(replies[i][0].text))
                 records = []
                 for (pair, sample), got, found in zip(batch, replies, lessons, strict=True):
                     record = DistillRecord(
