@@ -189,6 +189,32 @@ def test_a_request_that_stops_early_frees_its_slot_for_the_next(batched: Any) ->
     assert results[1].text == results[2].text == results[3].text  # same prompt, greedy: same answer
 
 
+def test_requests_with_one_prompt_compute_it_once(batched: Any) -> None:
+    """Several samples of one long prompt: the first computes it, the others copy its cells and
+    feed only the last token, then sample from their own logits with their own seeds."""
+    from memcollab_eval.models.llamacpp_batch import MIN_SHARED_PROMPT, BatchRequest
+
+    text = " ".join(QUESTIONS * 3)
+    prompt = batched.tok_encode(batched.apply_chat_template([{"role": "user", "content": text}]))
+    assert len(prompt) >= MIN_SHARED_PROMPT
+    greedy = {"temperature": 0.0, "seed": 1}
+    results = batched._batched.generate([BatchRequest(prompt=prompt, max_tokens=12, stop=(), sampling=greedy)
+                                         for _ in range(3)])
+    assert [r.shared_prompt_tokens for r in results] == [0, len(prompt) - 1, len(prompt) - 1]
+    assert results[0].text == results[1].text == results[2].text  # the copied cells are the computed ones
+    sampled = [BatchRequest(prompt=prompt, max_tokens=12, stop=(), sampling={"temperature": 1.0, "seed": s})
+               for s in (11, 12, 13, 14)]  # four requests, three slots: the fourth copies from a running slot
+    outs = batched._batched.generate(sampled)
+    assert [r.shared_prompt_tokens > 0 for r in outs] == [False, True, True, True]
+    assert len({r.text for r in outs}) > 1  # own logits and own seeds after the copy
+    again = batched._batched.generate(sampled)
+    assert [r.text for r in again] == [r.text for r in outs]  # and reproducible
+    short = batched.tok_encode("Name a colour.")
+    assert len(short) < MIN_SHARED_PROMPT
+    plain = batched._batched.generate([BatchRequest(prompt=short, max_tokens=4, stop=(), sampling=greedy)] * 2)
+    assert [r.shared_prompt_tokens for r in plain] == [0, 0]  # a short prompt is cheaper to compute again
+
+
 def test_seeded_sampling_is_per_request_in_a_batch(batched: Any) -> None:
     prompt = batched.apply_chat_template([{"role": "user", "content": "Write a random word."}])
     seeded = {"until": ["\n"], "max_gen_toks": 12, "do_sample": True, "temperature": 1.0, "seed": 99}
