@@ -1,7 +1,7 @@
 """Several samples of one long prompt, with and without sharing its prefill, in the llama_cpp backend.
 
 Why: a bank build asks the summarizer for ``distill_samples`` (3) replies to each pair's prompt of
-about 2,000 tokens, and self-contrast asks for 4 samples of each problem. Decoded together, each
+about 800 tokens, and self-contrast asks for 4 samples of each problem. Decoded together, each
 sample used to compute the same prompt again; now the first computes it and the others copy its
 cells (``memcollab_eval/models/llamacpp_batch.py``). This prints both wall times and CPU seconds
 for one prompt made of packaged evaluation problems, sampled ``--samples`` times at temperature 0.7

@@ -81,9 +81,10 @@ def retry_prompt(version: str, prompt: str, reply: str) -> str:
 
     v1 and v2 append a format reminder to the whole conversation. Measured on the demo_v3 build's
     first 8 v3 replies (Qwen2.5-Coder-1.5B): that second try repeated the first reply word for
-    word in 6 of 8 (and began with it in a seventh), after prefilling the ~2,000-token prompt
-    again. So v3 asks for a repair instead: only the first reply, to be restated as lesson lines
-    (a short prompt; its DIFFERENCE line is taken from the first reply).
+    word in 6 of 8 (and began with it in a seventh), after prefilling the ~800-token prompt and
+    the reply again. So v3 asks for a repair instead: only the first reply, to be restated as
+    lesson lines (a short prompt; its DIFFERENCE line is taken from the first reply). On those 8
+    replies the repair gave a parsable lesson for 6.
     """
     if version in ("v1", "v2"):
         return prompt + "\n" + reply + "\n\n" + prompt_template("retry", version)

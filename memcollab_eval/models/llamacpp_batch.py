@@ -15,8 +15,9 @@ slot, so the batch stays full until the queue runs dry.
 
 Requests with the same prompt (several samples of one distillation prompt, say) compute it once:
 a later one waits until the first has its prompt in the cache, then gets a copy of those cells
-(``llama_memory_seq_cp``) and feeds only the prompt's last token, for its own logits. On this CPU a
-2,000-token prompt costs the 1.5B about two minutes of prefill; the copy costs milliseconds.
+(``llama_memory_seq_cp``) and feeds only the prompt's last token, for its own logits. A bank build
+asks for 3 samples of each ~800-token distillation prompt; with this and the v3 repair retry, the
+first 8 replies of the demo_v3 build took 6 min instead of 31.
 
 Each request keeps its own sampler chain (greedy, or temperature with its own seed), built like
 the one ``Llama.create_completion`` builds, and its own stop rules
