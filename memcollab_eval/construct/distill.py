@@ -115,16 +115,19 @@ def _plain_lines(reply: str) -> list[str]:
     out: list[str] = []
     i = 0
     while i < len(lines):
-        line, following = lines[i], [x for x in lines[i + 1:i + 3] if x.strip()]
-        if re.fullmatch(r"\s*(?:difference|key step)\s*:\s*", line, re.IGNORECASE) and following:
-            out.append(line.strip() + " " + following[0].strip())
-            i = lines.index(following[0], i + 1) + 1
+        line = lines[i]
+        # the next non-blank line, one blank line in between at most
+        j = next((k for k in (i + 1, i + 2) if k < len(lines) and lines[k].strip()), None)
+        following = lines[j] if j is not None else None
+        if following and re.fullmatch(r"\s*(?:difference|key step)\s*:\s*", line, re.IGNORECASE):
+            out.append(line.strip() + " " + following.strip())
+            i = j + 1
             continue
         first = _HALF.match(line)
-        second = _HALF.match(following[0]) if first and following else None
+        second = _HALF.match(following) if first and following else None
         if first and second and first.group("kind").lower() == "enforce" and second.group("kind").lower() == "avoid":
             out.append(f"enforce {first.group('text').rstrip(' .;')}; avoid {second.group('text')}")
-            i = lines.index(following[0], i + 1) + 1
+            i = j + 1
             continue
         out.append(line)
         i += 1

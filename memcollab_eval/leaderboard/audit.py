@@ -23,7 +23,6 @@ proposal is for a person to read before ``bank retire --proposal`` applies it.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -36,7 +35,7 @@ from memcollab_eval.bank.versions import PROPOSAL_FORMAT
 from memcollab_eval.hydra_app import register_hydra
 from memcollab_eval.leaderboard.attribution import AttributionError, attribute
 from memcollab_eval.leaderboard.records import LeaderboardError
-from memcollab_eval.leaderboard.runs import find_results, hydra_config
+from memcollab_eval.leaderboard.runs import find_results, hydra_config, run_record
 from memcollab_eval.leaderboard.stats import mcnemar_exact
 
 MIN_HARM = 2
@@ -126,19 +125,12 @@ def _config_bank_path(run_dir: Path) -> tuple[bool, Path | None]:
 
 def run_version(run_dir: Path, root: Path, versions: dict[int, MemoryBank]) -> tuple[int | None, str]:
     """(version, how) for a run, or (None, why it is skipped)."""
-    summary = run_dir / "summary.json"
-    if summary.is_file():
-        try:
-            record = json.loads(summary.read_text(encoding="utf-8"))  # the run record's keys sit at the top
-        except (OSError, ValueError):
-            record = {}
-        record = record if isinstance(record, dict) else {}
-        sha = (record.get("bank_record") or {}).get("sha256")
-        if sha:
-            hit = [n for n, b in versions.items() if b.manifest.sha256 == sha]
-            if hit:
-                return max(hit), f"sha256 {sha[:12]}"
-            return None, f"read another bank (sha256 {sha[:12]} is no version of {root})"
+    sha = (run_record(run_dir).get("bank_record") or {}).get("sha256")  # the run record's keys sit at the top
+    if sha:
+        hit = [n for n, b in versions.items() if b.manifest.sha256 == sha]
+        if hit:
+            return max(hit), f"sha256 {sha[:12]}"
+        return None, f"read another bank (sha256 {sha[:12]} is no version of {root})"
     has_config, path = _config_bank_path(run_dir)
     if not has_config:
         return None, "records neither the bank's sha256 (summary.json) nor its path (.hydra/config.yaml)"

@@ -133,6 +133,16 @@ def _source(bank: str, hydra: dict | None) -> str:
     return f"{bank} [{', '.join(diffs)}]" if diffs else bank
 
 
+def run_record(run_dir: Path) -> dict[str, Any]:
+    """A run's ``summary.json`` record (the evaluate job writes it when a run finishes); {} when the
+    run has none or it cannot be read, as for runs of plain lm-eval."""
+    try:
+        record = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return record if isinstance(record, dict) else {}
+
+
 def decoding(run_dir: Path, backend: str) -> str | None:
     """How a llama_cpp run decoded: ``n_parallel=N`` from its ``summary.json``.
 
@@ -141,13 +151,11 @@ def decoding(run_dir: Path, backend: str) -> str | None:
     run whose summary names no ``n_parallel`` predates batched decoding: it decoded one request at
     a time. Other backends (and runs without a summary) get no value and are not split by it.
     """
-    summary = run_dir / "summary.json"
-    if backend != "llama_cpp" or not summary.is_file():
+    record = run_record(run_dir) if backend == "llama_cpp" else {}
+    if not record:
         return None
-    try:
-        info = (json.loads(summary.read_text(encoding="utf-8")).get("model") or {}).get("backend_info") or {}
-    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
-        return None
+    model = record.get("model")
+    info = (model.get("backend_info") if isinstance(model, dict) else None) or {}
     return f"n_parallel={_num(info.get('n_parallel', 1))}"
 
 

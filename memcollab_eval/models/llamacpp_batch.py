@@ -257,17 +257,20 @@ class BatchedDecoder:
                 return other
         return None
 
-    def _copy_prompt(self, slot: _Slot) -> None:
-        """Give ``slot`` its source's cells for all but the prompt's last token (fed next, so the
-        slot samples from its own logits). A copy between the per-sequence streams moves the
-        whole stream, so the source's generated tokens come along and are dropped at once."""
-        source = slot.waits_for
-        assert source is not None and source.prompt_done
-        keep = len(slot.prompt) - 1
-        self._lib.llama_memory_seq_cp(self._memory, source.seq_id, slot.seq_id, -1, -1)
-        self._lib.llama_memory_seq_rm(self._memory, slot.seq_id, keep, -1)
-        slot.fed = slot.pos = slot.shared = keep
-        slot.waits_for = None
+    def _copy_ready_prompts(self, slots: Sequence[_Slot]) -> None:
+        """Give each waiting slot whose source now has its prompt in the cache the source's cells for
+        all but the prompt's last token (fed next, so the slot samples from its own logits). A copy
+        between the per-sequence streams moves the whole stream, so the source's generated tokens
+        come along and are dropped at once."""
+        for slot in slots:
+            source = slot.waits_for
+            if source is None or not source.prompt_done:
+                continue
+            keep = len(slot.prompt) - 1
+            self._lib.llama_memory_seq_cp(self._memory, source.seq_id, slot.seq_id, -1, -1)
+            self._lib.llama_memory_seq_rm(self._memory, slot.seq_id, keep, -1)
+            slot.fed = slot.pos = slot.shared = keep
+            slot.waits_for = None
 
     def _piece(self, token: int) -> bytes:
         return bytes(self._llm.detokenize([token]))
@@ -297,9 +300,8 @@ class BatchedDecoder:
                     index = queue.popleft()
                     slot = self._admit(index, requests[index], free_ids.pop(), step)
                     slot.waits_for = self._share_source(slot, active)
-                    if slot.waits_for is not None and slot.waits_for.prompt_done:
-                        self._copy_prompt(slot)
                     active.append(slot)
+                self._copy_ready_prompts(active)  # a source admitted earlier may be done already
                 if self._fill_batch(active) == 0:  # pragma: no cover - every active slot always has work
                     raise RuntimeError("batched decoding stalled with nothing to decode")
                 code = lib.llama_decode(self._ctx, self._batch)
@@ -308,9 +310,7 @@ class BatchedDecoder:
                         f"llama_decode failed with code {code} for a batch of {self._batch.n_tokens} tokens "
                         f"over {len(active)} sequences (1 = no room in the KV cache, 2 = aborted, <0 = error)"
                     )
-                for slot in active:  # before any source can finish and drop its cells
-                    if slot.waits_for is not None and slot.waits_for.prompt_done:
-                        self._copy_prompt(slot)
+                self._copy_ready_prompts(active)  # before any source can finish and drop its cells
                 still: list[_Slot] = []
                 for slot in active:
                     if slot.batch_index >= 0:

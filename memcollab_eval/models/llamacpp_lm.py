@@ -491,17 +491,20 @@ class LlamaCppLM(LlamaCppScoring, TemplateLM):
                 on_done(index, text)
 
         if self._batched is None:
-            outputs = []
+            done = []
             for index, request in enumerate(prepared):
-                outputs.append(self._generate_sequential(request))
-                progress(index, *outputs[-1])
-            return outputs
+                done.append(self._generate_sequential(request))
+                progress(index, *done[-1])
+            return done
+
+        outputs: list[tuple[str, GenerationUsage] | None] = [None] * len(prepared)
 
         def finished(index: int, result: BatchResult) -> None:
-            progress(index, *self._usage_from_batch(prepared[index], result))
+            outputs[index] = self._usage_from_batch(prepared[index], result)
+            progress(index, *outputs[index])
 
-        results = self._batched.generate([self._batch_request(r) for r in prepared], on_finish=finished)
-        return [self._usage_from_batch(r, res) for r, res in zip(prepared, results, strict=True)]
+        self._batched.generate([self._batch_request(r) for r in prepared], on_finish=finished)
+        return [o for o in outputs if o is not None]
 
     def generate_until(self, requests: list[Instance], disable_tqdm: bool = False) -> list[str]:
         """Generate for each request; ``Instance.args`` is ``(context, gen_kwargs)``. Results and
