@@ -60,3 +60,26 @@ def test_the_run_record_cites_the_model_file(real_run):
     defaults = summary["sampling"]["backend_defaults"]
     assert defaults["temperature"] == 0.0 and defaults["top_k"] == 0 and defaults["repeat_penalty"] == 1.0
     assert (run_dir / "report.html").is_file()
+
+
+def test_prompting_retrieval_with_the_real_model(tmp_path):
+    """``retrieval=prompting`` hands the llama.cpp model to retrieval, inside the task config that
+    lm-eval deep-copies: the run must go through with the one model (its locks and context cannot
+    be copied), and the model's picks, or none, reach the memory twin's prompt."""
+    require_smollm2()
+    from memcollab_eval.embedding import MINILM, encoder_problems
+    from memcollab_eval.evaluation.job import evaluate
+
+    if encoder_problems(MINILM.name):
+        pytest.skip(encoder_problems(MINILM.name)[0])
+    cfg = compose_eval(["+target=smollm2_135m", "+bank=demo_handmade", "retrieval=prompting", f"data_dir={data_dir()}",
+                        "limit=2", "benchmarks=[gsm8k]", "max_gen_toks=48", f"output_dir={tmp_path}",
+                        "+target.model_args.n_threads=1"])
+    (row,) = evaluate(cfg, tmp_path)
+    assert row.n == 2
+    for mem in load_samples(tmp_path, "gsm8k_memcollab"):
+        prompt = mem["arguments"]["gen_args_0"]["arg_0"]
+        assert "helpful lessons" not in prompt  # the selection exchange stays out of the task prompt
+        assert len(mem["doc"]["memcollab_retrieved"]) <= 3
+        for r in mem["doc"]["memcollab_retrieved"]:
+            assert r["text"] in prompt

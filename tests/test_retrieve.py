@@ -384,6 +384,32 @@ def test_llm_selector_asks_once_for_all_prepared_queries(bank, tmp_path):
     assert calls == [2]
 
 
+def test_llm_selector_asks_only_about_the_problems_the_run_scores(bank, tmp_path):
+    """lm-eval processes a whole split before applying the run's limit, and deep-copies every task
+    config: the hook must reach the run's one model (a lock inside it cannot be copied), and ask it
+    about the scored docs only, not about all of them."""
+    import copy
+    import threading
+
+    import datasets
+
+    from memcollab_eval.evaluation.tasks import MemorySetup, task_config
+
+    chooser, lm = scripted_chooser([], tmp_path, default="1")
+    lm.lock = threading.Lock()  # what a real backend holds
+    calls = []
+    original = lm.generate_until
+    lm.generate_until = lambda requests, disable_tqdm=False: calls.append(len(requests)) or original(requests)
+    setup = MemorySetup(bank, RetrievalConfig(selector="llm", top_k=1, min_score=0.0, model_filter=False,
+                                              use_categories=False), "model_a", chooser=chooser)
+    task = copy.deepcopy(task_config("gsm8k", data_dir=None, setup=setup, evaluated=frozenset({1, 3})))
+    docs = datasets.Dataset.from_list([{"question": f"{QUADRATIC} (variant {i})", "answer": "#### 1"}
+                                       for i in range(6)])
+    out = task["process_docs"](docs)
+    assert calls == [2]  # one call, for docs 1 and 3
+    assert [bool(row["memcollab_retrieved"]) for row in out] == [False, True, False, True, False, False]
+
+
 def test_llm_selector_without_a_chooser_says_what_is_missing(bank):
     r = Retriever(bank, RetrievalConfig(selector="llm", min_score=0.0), "model_a")
     with pytest.raises(RuntimeError, match="chooser"):

@@ -36,7 +36,7 @@ from memcollab_eval.models.generation import build_lm
 from memcollab_eval.retrieval_llm import LMChooser
 from memcollab_eval.retrieve import RetrievalConfig
 from memcollab_eval.sample_fields import SampleFields as F
-from memcollab_eval.subsets import selected_samples, subset_problems, uses_samples
+from memcollab_eval.subsets import benchmark_size, problem_indices, selected_samples, subset_problems, uses_samples
 
 __all__ = ["BenchmarkRow", "UsageError", "evaluate", "format_table", "preflight"]  # the summary's two: re-exported
 
@@ -188,10 +188,19 @@ def build_tasks(cfg: EvalConf, lm: Any = None, access: Access | None = None) -> 
     sandbox = cfg.sandbox_config()
     tasks = []
     for benchmark in cfg.benchmarks:
+        evaluated = evaluated_docs(cfg, benchmark) if setup is not None else None
         for twin_setup in ([None, setup] if setup is not None else [None]):
             tasks.append(task_config(benchmark, data_dir=cfg.data_dir, setup=twin_setup,
-                                     max_gen_toks=cfg.max_gen_toks, sandbox=sandbox))
+                                     max_gen_toks=cfg.max_gen_toks, sandbox=sandbox, evaluated=evaluated))
     return tasks
+
+
+def evaluated_docs(cfg: EvalConf, benchmark: str) -> frozenset[int]:
+    """The doc indices of ``benchmark`` this run scores: the same selection the job hands lm-eval
+    (``limit``, ``limits``, ``subset``, ``seed``), so retrieval is done for those problems only."""
+    limits = dict(cfg.limits)
+    n = limits[benchmark] if benchmark in limits else cfg.limit
+    return frozenset(problem_indices(benchmark, benchmark_size(benchmark, cfg.data_dir), n, cfg.subset, cfg.seed))
 
 
 def access_record(access: Access, bank: MemoryBank, cfg: EvalConf, samples: dict | None) -> dict[str, Any]:

@@ -89,11 +89,21 @@ def task_name(benchmark: str, with_memory: bool) -> str:
 class ProcessDocs:
     """The ``process_docs`` hook: adds the prompt, memory and retrieval record to each doc."""
 
-    def __init__(self, spec: BenchmarkSpec, setup: MemorySetup | None):
+    def __init__(self, spec: BenchmarkSpec, setup: MemorySetup | None, evaluated: frozenset[int] | None = None):
         self.spec = spec
         self.setup = setup
+        # The doc indices the run scores (None: all). lm-eval processes the whole split before it applies
+        # its limit, and under selector=llm each retrieval is a generation: 1,319 of them for GSM8K's test
+        # split when the run scores 30. Docs outside get no retrieval; they are never shown to the model.
+        self.evaluated = evaluated
         self._retriever: Retriever | None = None
         self._done: dict[str, Any] = {}  # lm-eval asks for the docs several times per run
+
+    def __deepcopy__(self, memo: dict) -> ProcessDocs:
+        """The hook itself, not a copy. lm-eval deep-copies every task config when it loads it; the
+        hook holds a bank, its retriever and, for ``selector=llm``, the run's model, which owns
+        locks and a llama.cpp context that cannot be copied (and must not be: one model per run)."""
+        return self
 
     def retriever(self) -> Retriever | None:
         if self.setup is not None and self._retriever is None:
@@ -108,20 +118,22 @@ class ProcessDocs:
         if retriever is None:
             return
         queries = []
-        for doc in dataset:
+        for i, doc in enumerate(dataset):
+            if self.evaluated is not None and i not in self.evaluated:
+                continue
             text = self.spec.text(doc)
             cat = categorize(text, domain=self.spec.domain, benchmark=self.spec.name, subject=self.spec.subject(doc))
             queries.append((text, cat if self.setup.retrieval.use_categories else None))
         retriever.prepare(queries)
 
-    def fields(self, doc: dict) -> dict[str, Any]:
+    def fields(self, doc: dict, *, evaluated: bool = True) -> dict[str, Any]:
         text = self.spec.text(doc)
         cat = categorize(text, domain=self.spec.domain, benchmark=self.spec.name, subject=self.spec.subject(doc))
         retrieved, filtered = [], None
         retriever = self.retriever()
         if retriever is not None:
             query_cat = cat if self.setup.retrieval.use_categories else None
-            retrieved = retriever.retrieve(text, category=query_cat)
+            retrieved = retriever.retrieve(text, category=query_cat) if evaluated else []
             if retriever.governed:
                 screen = retriever.filtered(query_cat)
                 filtered = {**screen.counts, FILTERED_IDS: list(screen.lifecycle_ids)}
@@ -143,7 +155,8 @@ class ProcessDocs:
         if key is not None and key in self._done:
             return self._done[key]
         self.prepare(dataset)
-        rows = [{**doc, **self.fields(doc)} for doc in dataset]
+        rows = [{**doc, **self.fields(doc, evaluated=self.evaluated is None or i in self.evaluated)}
+                for i, doc in enumerate(dataset)]
         known = getattr(dataset, "features", None)  # the source's own columns keep their types
         retriever = self.retriever()
         governed = retriever is not None and retriever.governed
@@ -182,14 +195,16 @@ class ProcessResults:
 
 
 def task_config(benchmark: str, *, data_dir: str | None, setup: MemorySetup | None,
-                max_gen_toks: int | None = None, sandbox: SandboxConfig | None = None) -> dict[str, Any]:
-    """An lm-eval task config dict (pass it to ``simple_evaluate(tasks=[...])``)."""
+                max_gen_toks: int | None = None, sandbox: SandboxConfig | None = None,
+                evaluated: frozenset[int] | None = None) -> dict[str, Any]:
+    """An lm-eval task config dict (pass it to ``simple_evaluate(tasks=[...])``). ``evaluated``: the
+    doc indices the run scores, the only ones retrieval is done for (None: every doc)."""
     spec = get_spec(benchmark)
     return {
         "task": task_name(benchmark, setup is not None),
         **spec.dataset_fields(data_dir),
         "output_type": "generate_until",
-        "process_docs": ProcessDocs(spec, setup),
+        "process_docs": ProcessDocs(spec, setup, evaluated),
         "doc_to_text": PROMPT_TEMPLATE,
         "doc_to_target": "{{" + F.ID + "}}",
         "process_results": ProcessResults(spec, sandbox),
