@@ -61,11 +61,17 @@ def selected_samples(benchmarks: list[str], task_names: dict[str, list[str]], da
     """``simple_evaluate(samples=...)``: task name -> indices, the same for a benchmark's twins."""
     chosen: dict[str, list[int]] = {}
     for benchmark in benchmarks:
-        n = limits[benchmark] if benchmark in limits else limit
-        indices = problem_indices(benchmark, benchmark_size(benchmark, data_dir), n, subset, seed)
+        indices = benchmark_indices(benchmark, data_dir, limit, limits, subset, seed)
         for task in task_names[benchmark]:
             chosen[task] = indices
     return chosen
+
+
+def benchmark_indices(benchmark: str, data_dir: str | None, limit: int | None, limits: dict[str, int | None],
+                      subset: str, seed: int) -> list[int]:
+    """The doc indices of one benchmark a run scores (``limits`` overrides ``limit`` per benchmark)."""
+    n = limits[benchmark] if benchmark in limits else limit
+    return problem_indices(benchmark, benchmark_size(benchmark, data_dir), n, subset, seed)
 
 
 def describe(limit: int | None, limits: dict[str, int | None], subset: str) -> str:

@@ -36,7 +36,7 @@ from memcollab_eval.models.generation import build_lm
 from memcollab_eval.retrieval_llm import LMChooser
 from memcollab_eval.retrieve import RetrievalConfig
 from memcollab_eval.sample_fields import SampleFields as F
-from memcollab_eval.subsets import benchmark_size, problem_indices, selected_samples, subset_problems, uses_samples
+from memcollab_eval.subsets import benchmark_indices, selected_samples, subset_problems, uses_samples
 
 __all__ = ["BenchmarkRow", "UsageError", "evaluate", "format_table", "preflight"]  # the summary's two: re-exported
 
@@ -198,9 +198,7 @@ def build_tasks(cfg: EvalConf, lm: Any = None, access: Access | None = None) -> 
 def evaluated_docs(cfg: EvalConf, benchmark: str) -> frozenset[int]:
     """The doc indices of ``benchmark`` this run scores: the same selection the job hands lm-eval
     (``limit``, ``limits``, ``subset``, ``seed``), so retrieval is done for those problems only."""
-    limits = dict(cfg.limits)
-    n = limits[benchmark] if benchmark in limits else cfg.limit
-    return frozenset(problem_indices(benchmark, benchmark_size(benchmark, cfg.data_dir), n, cfg.subset, cfg.seed))
+    return frozenset(benchmark_indices(benchmark, cfg.data_dir, cfg.limit, dict(cfg.limits), cfg.subset, cfg.seed))
 
 
 def access_record(access: Access, bank: MemoryBank, cfg: EvalConf, samples: dict | None) -> dict[str, Any]:

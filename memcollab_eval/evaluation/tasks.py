@@ -105,6 +105,9 @@ class ProcessDocs:
         locks and a llama.cpp context that cannot be copied (and must not be: one model per run)."""
         return self
 
+    def scored(self, index: int) -> bool:
+        return self.evaluated is None or index in self.evaluated
+
     def retriever(self) -> Retriever | None:
         if self.setup is not None and self._retriever is None:
             self._retriever = Retriever(self.setup.bank, self.setup.retrieval, self.setup.target_identity,
@@ -119,7 +122,7 @@ class ProcessDocs:
             return
         queries = []
         for i, doc in enumerate(dataset):
-            if self.evaluated is not None and i not in self.evaluated:
+            if not self.scored(i):
                 continue
             text = self.spec.text(doc)
             cat = categorize(text, domain=self.spec.domain, benchmark=self.spec.name, subject=self.spec.subject(doc))
@@ -155,8 +158,7 @@ class ProcessDocs:
         if key is not None and key in self._done:
             return self._done[key]
         self.prepare(dataset)
-        rows = [{**doc, **self.fields(doc, evaluated=self.evaluated is None or i in self.evaluated)}
-                for i, doc in enumerate(dataset)]
+        rows = [{**doc, **self.fields(doc, evaluated=self.scored(i))} for i, doc in enumerate(dataset)]
         known = getattr(dataset, "features", None)  # the source's own columns keep their types
         retriever = self.retriever()
         governed = retriever is not None and retriever.governed
