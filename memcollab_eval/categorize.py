@@ -326,7 +326,9 @@ def _argmax(scores: dict[str, float], order: tuple[str, ...]) -> str:
     return max(order, key=lambda n: (scores[n], -order.index(n)))
 
 
-def _subcategory(text: str, domain: str, category: str) -> str:
+def subcategory(text: str, domain: str, category: str) -> str:
+    """The subcategory of ``category`` whose keywords fire most (GENERAL when none does); also
+    used under the LLM categorizer (categorize_llm), which picks the category only."""
     subs = TAXONOMY[domain][category][:-1]  # all but GENERAL
     scores = _score(text, _SUB[(domain, category)], subs, {})
     best = _argmax(scores, subs)
@@ -366,9 +368,9 @@ def categorize(text: str, *, domain: str, benchmark: str = "", subject: str | No
                 raise ValueError(f"unknown MATH subject {subject!r}; expected one of {', '.join(MATH_SUBJECTS)}")
         else:
             category = predict_math_subject(text, word_problem=benchmark.lower().startswith("gsm"))
-        return Category(category, _subcategory(text, "math", category))
+        return Category(category, subcategory(text, "math", category))
     if domain == "code":
         body = code_text(text)
         category = _argmax(_score(body, _CODE, CODE_CATEGORIES, CODE_CATEGORY_PRIOR), CODE_CATEGORIES)
-        return Category(category, _subcategory(body, "code", category))
+        return Category(category, subcategory(body, "code", category))
     raise ValueError(f"unknown domain {domain!r}; expected 'math' or 'code'")

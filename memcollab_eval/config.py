@@ -89,8 +89,8 @@ def to_runtime(node: Any, **extra: Any) -> Any:
 
 
 RetrievalConfigNode = hydra_schema(RetrievalConfig, ("top_k", "use_categories", "model_filter", "min_score", "ranker",
-                                                    "encoder", "selector", "llm_candidates", "principal",
-                                                    "as_of"))
+                                                    "encoder", "selector", "llm_candidates", "categorizer",
+                                                    "categorizer_model", "principal", "as_of"))
 SandboxConfigNode = hydra_schema(SandboxConfig, ("timeout", "memory_mb", "workers", "allow_weak_isolation"))
 AgentConfigNode = hydra_schema(AgentConfig, ("max_turns", "output_chars", "block_timeout"))
 

@@ -51,6 +51,7 @@ from memcollab_eval.retrieval_llm import EntryChooser
 
 RANKERS = ("tfidf", "bm25", "embedding")
 SELECTORS = ("score", "llm")
+CATEGORIZERS = ("keywords", "llm")  # categorize.py's rules | categorize_llm.py's model
 LEXICAL_MIN_SCORE = 0.05  # tfidf and bm25 (both normalized to [0, 1])
 MEMORY_HEADER = "Lessons from past solutions to similar problems (apply those that fit):"
 _TOKEN = re.compile(r"[a-z][a-z0-9]+")
@@ -78,6 +79,10 @@ class RetrievalConfig:
     encoder: str = DEFAULT_ENCODER  # ranker=embedding: a name from memcollab_eval.embedding.ENCODERS
     selector: str = "score"  # "score" | "llm"
     llm_candidates: int = 8  # selector=llm: how many of the best-scored entries the model is shown
+    # Who puts the query into a category (use_categories): the keyword rules, or a model (categorize_llm);
+    # categorizer_model: a target config name, None = the model that tagged the bank, else the target
+    categorizer: str = "keywords"
+    categorizer_model: Optional[str] = None
     # Access and lifecycle (bank/governance.py): who retrieves, and when validity is judged (None: now)
     principal: Optional[str] = None
     as_of: Optional[str] = None
@@ -89,6 +94,11 @@ class RetrievalConfig:
             raise ValueError(f"retrieval.ranker must be one of {RANKERS}, got {self.ranker!r}")
         if self.selector not in SELECTORS:
             raise ValueError(f"retrieval.selector must be one of {SELECTORS}, got {self.selector!r}")
+        if self.categorizer not in CATEGORIZERS:
+            raise ValueError(f"retrieval.categorizer must be one of {CATEGORIZERS}, got {self.categorizer!r}")
+        if self.categorizer_model is not None and self.categorizer != "llm":
+            raise ValueError("retrieval.categorizer_model is set but retrieval.categorizer is "
+                             f"{self.categorizer!r}: it names the model of retrieval.categorizer=llm")
         if self.encoder not in ENCODERS:
             raise ValueError(f"retrieval.encoder must be one of {sorted(ENCODERS)}, got {self.encoder!r}")
         if isinstance(self.llm_candidates, bool) or not isinstance(self.llm_candidates, int) \

@@ -112,7 +112,7 @@ def circles(edges: dict[str, set[str]]) -> list[list[str]]:
 # the command aliases (``__main__`` modules and ``build.py``) stand on the top floor.
 FLOORS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("foundation", ("errors", "sample_fields", "jsonl_store", "packaged_data", "adapters", "categorize", "verify")),
-    ("memory", ("bank", "embedding", "retrieval_llm", "retrieve", "subsets")),
+    ("memory", ("bank", "embedding", "categorize_llm", "retrieval_llm", "retrieve", "subsets")),
     ("agent protocol and scoring", ("agent", "scoring")),
     ("run configuration", ("config",)),
     ("models and the Hydra runner", ("models", "hydra_app")),

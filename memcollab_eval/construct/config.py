@@ -114,6 +114,11 @@ class BuildConf:
     distill_prompt_version: str = "v2"  # v3 for new banks (conf/build.yaml)
     distill_samples: int = 1  # candidate replies per pair: the first greedy, the others sampled
     distill_temperature: float = 0.7
+    # who tags pool and held-out problems with a category: the keyword rules, or a model (categorize_llm);
+    # categorizer_model: a target config name, None = the summarizer. Evaluation reads it from the manifest.
+    categorizer: str = "keywords"
+    categorizer_model: Optional[str] = None
+    categorizer_scan: int = 400  # categorizer=llm: held-out candidates asked per training source, at most
 
     def sandbox_config(self) -> SandboxConfig:
         return to_runtime(self.sandbox)
@@ -147,6 +152,9 @@ class BuildConf:
         """Entries carry their DIFFERENCE line from prompt v3 on (older banks' bytes stay as built)."""
         return self.distill_prompt_version not in ("v1", "v2")
 
+    def categorizer_target(self) -> str:
+        return self.categorizer_model or self.summarizer
+
     def validation_target(self) -> str:
         return self.gates.validate_target or self.sources[-1]
 
@@ -179,6 +187,12 @@ class BuildConf:
             errors.append(f"gates.validate_unit {self.gates.validate_unit!r} is not one of ['lesson', 'category']")
         if self.gates.validate and self.gates.validate_per_category < 1:
             errors.append("gates.validate_per_category must be >= 1")
+        if self.categorizer not in ("keywords", "llm"):
+            errors.append(f"categorizer {self.categorizer!r} is not one of ['keywords', 'llm']")
+        elif self.categorizer_model is not None and self.categorizer != "llm":
+            errors.append("categorizer_model is set but categorizer is 'keywords': it names the model of categorizer=llm")
+        if self.categorizer_scan < 1:
+            errors.append("categorizer_scan must be >= 1")
         if len(set(self.sources)) != len(self.sources):
             errors.append(f"sources has duplicates: {self.sources}")
         errors.extend(self.preference_problems())

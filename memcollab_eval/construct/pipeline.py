@@ -37,7 +37,11 @@ from memcollab_eval.agent.task_fields import agent_fields
 from memcollab_eval.agent.transcript import readable
 from memcollab_eval.bank.store import BankError, entry_from_dict, load_bank, save_bank, serialize_entries, sha256_bytes
 from memcollab_eval.categorize import predict_math_subject
+from memcollab_eval.categorize_llm import PROMPT_VERSION as CATEGORIZE_PROMPT_VERSION
+from memcollab_eval.categorize_llm import LMCategorizer, lm_generate
 from memcollab_eval.construct import evidence, judge, validate
+from memcollab_eval.construct.categories import PoolCategorizer
+from memcollab_eval.construct.categories import cache_path as categories_cache
 from memcollab_eval.construct.config import BuildConf
 from memcollab_eval.construct.dedupe import drop_near_duplicates
 from memcollab_eval.construct.distill import (
@@ -491,13 +495,29 @@ def build_stats(cfg: BuildConf, problems: list[PoolProblem], trajs: dict[Key, Tr
     }
 
 
+def pool_categorizer(cfg: BuildConf, work: Path, models: ModelCache) -> PoolCategorizer | None:
+    """``categorizer=llm``: the categorizer model (loaded only when a problem must be asked) and its
+    answers cached in the work directory (construct/categories.py); None under the keyword rules."""
+    if cfg.categorizer != "llm":
+        return None
+    name = cfg.categorizer_target()
+    target = load_target(name)
+
+    def generate(prompts: list[str]) -> list[str]:
+        return lm_generate(models.get(name), chat=target.apply_chat_template)(prompts)
+
+    llm = LMCategorizer(generate, target.identity)
+    return PoolCategorizer(llm, categories_cache(work, target.identity, CATEGORIZE_PROMPT_VERSION),
+                           batch=4 * cfg.batch_size)
+
+
 def stage_validate(cfg: BuildConf, problems: list[PoolProblem], entries: list[dict], work: Path,
-                   models: ModelCache) -> tuple[list[dict], dict]:
+                   models: ModelCache, retag: PoolCategorizer | None = None) -> tuple[list[dict], dict]:
     """The optional held-out gate (single-turn prompts): returns kept entries, renumbered."""
 
     categories = {e["category"] for e in entries}
     heldout = validate.heldout_problems(cfg.pool_sizes(), problems, cfg.data_dir, cfg.seed, categories,
-                                        cfg.gates.validate_per_category)
+                                        cfg.gates.validate_per_category, retag, cfg.categorizer_scan)
     lm = models.get(cfg.validation_target())
     results = validate.validate_groups(
         entries, heldout, lambda prompts, kw: [g.text for g in generate(lm, prompts, kw)], work,
@@ -518,7 +538,8 @@ def _generate_fn(lm: Any) -> evidence.GenerateFn:
 
 
 def stage_evidence(cfg: BuildConf, problems: list[PoolProblem], entries: list[dict], pair_of: dict[str, Pair],
-                   work: Path, models: ModelCache, rejected: Counter) -> tuple[list[dict], dict]:
+                   work: Path, models: ModelCache, rejected: Counter,
+                   retag: PoolCategorizer | None = None) -> tuple[list[dict], dict]:
     """The evidence gates (construct/evidence.py): re-solve, then held-out validation per lesson.
     Returns the admitted entries (renumbered, each with its evidence) and the report for the manifest."""
     g = cfg.gates
@@ -557,7 +578,7 @@ def stage_evidence(cfg: BuildConf, problems: list[PoolProblem], entries: list[di
     if g.validate and g.validate_unit == "lesson" and admitted:
         categories = {e["category"] for e in admitted}
         heldout = validate.heldout_problems(cfg.pool_sizes(), problems, cfg.data_dir, cfg.seed, categories,
-                                            g.validate_per_category)
+                                            g.validate_per_category, retag, cfg.categorizer_scan)
         target = cfg.validation_target()
         identity = load_target(target).identity
         outcomes, seconds, tokens = evidence.validate_lessons(
@@ -621,6 +642,9 @@ def _run_stages(cfg: BuildConf, work: Path) -> dict:
     started = time.time()
     models = ModelCache()
     problems = stage_pool(cfg, work)
+    retag = pool_categorizer(cfg, work, models)
+    if retag is not None:
+        problems = retag.apply(problems)
     trajs = stage_trajectories(cfg, problems, work, models)
     verdicts = stage_verify(cfg, problems, trajs, work)
     identities = {name: load_target(name).identity for name in {*cfg.sources, cfg.summarizer}}
@@ -638,16 +662,21 @@ def _run_stages(cfg: BuildConf, work: Path) -> dict:
     entries, rejected, pair_of = assemble_entries(cfg, problems, trajs, pairs, distilled, identities)
     evidence_report = None
     if entries and (cfg.gates.resolve or (cfg.gates.validate and cfg.gates.validate_unit == "lesson")):
-        entries, evidence_report = stage_evidence(cfg, problems, entries, pair_of, work, models, rejected)
+        entries, evidence_report = stage_evidence(cfg, problems, entries, pair_of, work, models, rejected, retag)
     validation = None
     if cfg.gates.validate and cfg.gates.validate_unit == "category" and entries:
-        entries, validation = stage_validate(cfg, problems, entries, work, models)
+        entries, validation = stage_validate(cfg, problems, entries, work, models, retag)
         rejected["failed_validation"] = validation.pop("_dropped_entries")
     stats = build_stats(cfg, problems, trajs, verdicts, skipped, distilled, entries, rejected)
     if validation is not None:
         stats["validation"] = {"target": load_target(cfg.validation_target()).identity, "groups": validation}
     if evidence_report is not None:
         stats["evidence"] = evidence_report
+    if retag is not None:
+        categorizer = retag.categorizer
+        stats["categorizer"] = {"name": categorizer.name, "model": cfg.categorizer_target(),
+                                "asked_this_invocation": retag.asked, "answers_kept": len(retag.known),
+                                **categorizer.stats.record()}
     preference = preference_report(cfg, problems, verdicts, judgments, labels, pairs, identities)
     if preference is not None:
         stats["preference"] = preference

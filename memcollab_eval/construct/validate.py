@@ -16,6 +16,7 @@ from pathlib import Path
 
 from memcollab_eval.adapters import get_spec
 from memcollab_eval.bank.store import BankManifest, MemoryBank, entry_from_dict
+from memcollab_eval.construct.categories import PoolCategorizer
 from memcollab_eval.construct.pools import POOL_SOURCES, PoolProblem, categorized, eval_texts, load_source, normalise
 from memcollab_eval.jsonl_store import append_records, read_records
 from memcollab_eval.retrieve import RetrievalConfig, Retriever, render_memory
@@ -35,22 +36,49 @@ class GroupResult:
 
 
 def heldout_problems(sizes: dict[str, int | None], pool: list[PoolProblem], data_dir: str, seed: int,
-                     categories: set[str], per_category: int) -> dict[str, list[PoolProblem]]:
-    """Up to ``per_category`` training problems per category, outside the pool and every eval set."""
+                     categories: set[str], per_category: int, retag: PoolCategorizer | None = None,
+                     scan: int | None = None) -> dict[str, list[PoolProblem]]:
+    """Up to ``per_category`` training problems per category, outside the pool and every eval set.
+
+    ``retag`` (``categorizer=llm``): the problems' categories are the model's, asked a batch at a
+    time in the same seeded order; a source is read until every wanted category is full or ``scan``
+    of its problems were categorized (a model answer costs a generation, and GSM8K train alone has
+    7,473 problems)."""
     taken = {p.id for p in pool}
     evals = eval_texts(data_dir)
     found: dict[str, list[PoolProblem]] = defaultdict(list)
+
+    def take(problems: list[PoolProblem]) -> None:
+        for problem in retag.apply(problems) if retag is not None else problems:
+            if problem.category in categories and len(found[problem.category]) < per_category:
+                found[problem.category].append(problem)
+
+    def full() -> bool:
+        return all(len(found[c]) >= per_category for c in categories)
+
     for source in sorted(s for s, n in sizes.items() if n != 0):
         spec = get_spec(POOL_SOURCES[source][0])
         rows = load_source(source, data_dir)
         random.Random(f"{seed}:heldout:{source}").shuffle(rows)
+        buffer: list[PoolProblem] = []
+        scanned = 0
         for pid, row in rows:
             text = spec.text(row)
             if pid in taken or normalise(text) in evals:
                 continue
             problem = categorized(source, pid, row)
-            if problem.category in categories and len(found[problem.category]) < per_category:
-                found[problem.category].append(problem)
+            if retag is None:
+                take([problem])
+                continue
+            if full() or (scan is not None and scanned >= scan):
+                break
+            buffer.append(problem)
+            scanned += 1
+            if len(buffer) >= retag.batch:
+                take(buffer)
+                buffer = []
+        if buffer:
+            take(buffer)
     return found
 
 

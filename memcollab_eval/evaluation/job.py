@@ -25,6 +25,7 @@ from memcollab_eval.agent.agent_lm import AgentLM
 from memcollab_eval.agent.messages import PROTOCOL_VERSION
 from memcollab_eval.bank.governance import Access, access_for, is_governed, screen
 from memcollab_eval.bank.store import BankError, MemoryBank, load_bank
+from memcollab_eval.categorize_llm import LMCategorizer, lm_generate
 from memcollab_eval.config import BENCHMARK_NAMES, EvalConf, access_problems, protocol_problems, runtime_problems
 from memcollab_eval.embedding import load_encoder
 from memcollab_eval.errors import UsageError
@@ -32,7 +33,7 @@ from memcollab_eval.evaluation.report import collect, reach, write_report
 from memcollab_eval.evaluation.summary import BenchmarkRow, format_table, run_record, summarize, write_summary
 from memcollab_eval.evaluation.tasks import MemorySetup, task_config, task_name
 from memcollab_eval.hydra_app import dir_problem
-from memcollab_eval.models.generation import build_lm
+from memcollab_eval.models.generation import build_lm, load_target
 from memcollab_eval.retrieval_llm import LMChooser
 from memcollab_eval.retrieve import RetrievalConfig
 from memcollab_eval.sample_fields import SampleFields as F
@@ -101,10 +102,24 @@ def data_problems(benchmarks: list[str], data_dir: str | None) -> list[str]:
 
 def memory_warnings(cfg: EvalConf, bank: MemoryBank | None) -> list[str]:
     """Settings that run but under which no memory can reach any prompt (the with-memory twin then
-    repeats the no-memory one). Warned, not refused: such a run is still well defined and its summary
-    shows 100% abstention, and it is what the scripted test double does against the default bank."""
+    repeats the no-memory one), or where the run's categorizer is not the one that tagged the bank.
+    Warned, not refused: such a run is still well defined (a mismatched categorizer is an ablation),
+    its summary shows the abstention, and it is what the scripted test double does against the
+    default bank."""
     if bank is None:
         return []
+    tagged = bank_categorizer_model(bank)
+    if cfg.retrieval.use_categories and (cfg.retrieval.categorizer == "llm") != (tagged is not None):
+        by = f"the LLM categorizer ({tagged})" if tagged else "the keyword rules"
+        warnings = [f"bank {cfg.bank.name!r} was tagged by {by}, and this run categorizes with "
+                    f"retrieval.categorizer={cfg.retrieval.categorizer}: the paper uses the same categorizer at "
+                    "construction and evaluation"]
+    else:
+        warnings = []
+    return warnings + _reach_warnings(cfg, bank)
+
+
+def _reach_warnings(cfg: EvalConf, bank: MemoryBank) -> list[str]:
     if not bank.entries:
         return [f"bank {cfg.bank.name!r} ({bank.path}) has no entries: no memory reaches any prompt"]
     principal = cfg.retrieval.principal
@@ -172,11 +187,13 @@ def run_access(cfg: EvalConf) -> Access:
                       external_target=bool(cfg.target.external), as_of=cfg.retrieval.as_of)
 
 
-def build_tasks(cfg: EvalConf, lm: Any = None, access: Access | None = None) -> list[dict[str, Any]]:
+def build_tasks(cfg: EvalConf, lm: Any = None, access: Access | None = None,
+                categorizer: LMCategorizer | None = None) -> list[dict[str, Any]]:
     """The task twins of every benchmark. ``lm`` is the built target model: under
     ``retrieval.selector=llm`` it picks the entries (prompting-based retrieval); under
     ``protocol=agent`` its inner model does, with one plain reply per problem. ``access``: the run's
-    (:func:`run_access` when not given)."""
+    (:func:`run_access` when not given). ``categorizer``: the one of ``retrieval.categorizer=llm``
+    (:func:`query_categorizer` when not given)."""
     setup = None
     if cfg.bank.path is not None:
         bank = load_bank(cfg.bank.path, build_hint=cfg.bank.build_command, version=cfg.bank.version)
@@ -184,7 +201,8 @@ def build_tasks(cfg: EvalConf, lm: Any = None, access: Access | None = None) -> 
         if retrieval.ranker == "embedding":
             load_encoder(retrieval.encoder)  # fails here, naming the package to install, not inside lm-eval
         setup = MemorySetup(bank, retrieval, cfg.target.identity, chooser=entry_chooser(cfg, retrieval, lm),
-                            access=access or run_access(cfg))
+                            access=access or run_access(cfg),
+                            categorizer=categorizer or query_categorizer(cfg, retrieval, lm, bank))
     sandbox = cfg.sandbox_config()
     tasks = []
     for benchmark in cfg.benchmarks:
@@ -232,6 +250,33 @@ def entry_chooser(cfg: EvalConf, retrieval: RetrievalConfig, lm: Any) -> LMChoos
     return LMChooser(lm.inner if isinstance(lm, AgentLM) else lm, chat=cfg.target.apply_chat_template)
 
 
+def bank_categorizer_model(bank: MemoryBank) -> str | None:
+    """The model that tagged a bank built with ``categorizer=llm`` (a target config name; its
+    summarizer unless the build named one), None for a bank tagged by the keyword rules."""
+    build = (bank.manifest.config or {}).get("build") or {}
+    if build.get("categorizer") != "llm":
+        return None
+    return build.get("categorizer_model") or build.get("summarizer")
+
+
+def query_categorizer(cfg: EvalConf, retrieval: RetrievalConfig, lm: Any, bank: MemoryBank) -> LMCategorizer | None:
+    """The LLM categorizer of ``retrieval.categorizer=llm`` (None under the keyword rules). Its model:
+    ``retrieval.categorizer_model``, else the one that tagged the bank (the paper categorizes with the
+    same model at construction and evaluation), else the target. The target's own built model is
+    reused when it is that model; another is built through lm-eval's registry like the target."""
+    if retrieval.categorizer != "llm":
+        return None
+    name = retrieval.categorizer_model or bank_categorizer_model(bank)
+    if name is None or load_target(name).identity == cfg.target.identity:
+        if lm is None:
+            raise UsageError("retrieval.categorizer=llm with the target as categorizer needs the built target model: "
+                             "pass it to build_tasks(cfg, lm)")
+        inner = lm.inner if isinstance(lm, AgentLM) else lm
+        return LMCategorizer(lm_generate(inner, chat=cfg.target.apply_chat_template), cfg.target.identity)
+    target = load_target(name)
+    return LMCategorizer(lm_generate(build_lm(target), chat=target.apply_chat_template), target.identity)
+
+
 def evaluate(cfg: EvalConf, run_dir: Path) -> list[BenchmarkRow]:
     """Run the whole job and write results under ``run_dir``; returns the summary rows."""
     from lm_eval import simple_evaluate  # lm-eval's evaluator and loggers load torch-free but slowly: on use
@@ -242,7 +287,11 @@ def evaluate(cfg: EvalConf, run_dir: Path) -> list[BenchmarkRow]:
     preflight(cfg)
     lm, cache = build_model(cfg)
     access = run_access(cfg)
-    tasks = build_tasks(cfg, lm, access)
+    categorizer = None
+    if cfg.bank.path is not None and cfg.retrieval.categorizer == "llm":
+        categorizer = query_categorizer(cfg, cfg.retrieval_config(), lm,
+                                        load_bank(cfg.bank.path, version=cfg.bank.version))
+    tasks = build_tasks(cfg, lm, access, categorizer)
     tracker = EvaluationTracker(output_path=str(run_dir))
     limit, chosen = cfg.limit, None  # lm-eval takes either a limit or chosen indices
     if uses_samples(dict(cfg.limits), cfg.subset):
@@ -280,6 +329,8 @@ def evaluate(cfg: EvalConf, run_dir: Path) -> list[BenchmarkRow]:
     record = run_record(cfg, lm, results, usage, wall_seconds=time.perf_counter() - started)
     if bank is not None:
         record["access"] = access_record(access, bank, cfg, samples)
+    if categorizer is not None:
+        record["categorizer"] = {"name": categorizer.name, **categorizer.stats.record()}
     write_summary(run_dir, cfg, rows, record)
     write_report(run_dir, rows, record, problems)
     return rows

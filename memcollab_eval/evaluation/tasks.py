@@ -33,7 +33,8 @@ from memcollab_eval.agent.task_fields import agent_fields
 from memcollab_eval.agent.transcript import decode_transcript
 from memcollab_eval.bank.governance import Access, access_for
 from memcollab_eval.bank.store import MemoryBank, load_bank
-from memcollab_eval.categorize import categorize
+from memcollab_eval.categorize import Category, categorize
+from memcollab_eval.categorize_llm import Categorizer, CategoryQuery
 from memcollab_eval.retrieval_llm import EntryChooser
 from memcollab_eval.retrieve import RetrievalConfig, Retriever, render_memory
 from memcollab_eval.sample_fields import (
@@ -80,6 +81,7 @@ class MemorySetup:
     target_identity: str
     chooser: EntryChooser | None = None  # the target model, for retrieval.selector=llm (the evaluate job sets it)
     access: Access | None = None  # who retrieves (principal, groups, external target, as-of); None: from retrieval
+    categorizer: Categorizer | None = None  # retrieval.categorizer=llm (the evaluate job sets it); None: keywords
 
 
 def task_name(benchmark: str, with_memory: bool) -> str:
@@ -98,6 +100,7 @@ class ProcessDocs:
         self.evaluated = evaluated
         self._retriever: Retriever | None = None
         self._done: dict[str, Any] = {}  # lm-eval asks for the docs several times per run
+        self._asked: dict[str, Category] = {}  # query text -> the LLM categorizer's answer (scored docs)
 
     def __deepcopy__(self, memo: dict) -> ProcessDocs:
         """The hook itself, not a copy. lm-eval deep-copies every task config when it loads it; the
@@ -120,18 +123,29 @@ class ProcessDocs:
         retriever = self.retriever()
         if retriever is None:
             return
+        docs = [doc for i, doc in enumerate(dataset) if self.scored(i)]
+        categorizer = self.setup.categorizer
+        if categorizer is not None:  # one call for every scored doc: a batching backend answers them together
+            asks = [CategoryQuery(self.spec.text(d), self.spec.domain, self.spec.name, self.spec.subject(d))
+                    for d in docs if self.spec.text(d) not in self._asked]
+            self._asked.update((q.text, c) for q, c in zip(asks, categorizer.categorize_many(asks), strict=True))
         queries = []
-        for i, doc in enumerate(dataset):
-            if not self.scored(i):
-                continue
+        for doc in docs:
             text = self.spec.text(doc)
-            cat = categorize(text, domain=self.spec.domain, benchmark=self.spec.name, subject=self.spec.subject(doc))
-            queries.append((text, cat if self.setup.retrieval.use_categories else None))
+            queries.append((text, self.category(doc) if self.setup.retrieval.use_categories else None))
         retriever.prepare(queries)
+
+    def category(self, doc: dict) -> Category:
+        """The doc's category: the LLM categorizer's answer when it was asked (scored docs of the
+        memory twin under retrieval.categorizer=llm), else the keyword rules'."""
+        text = self.spec.text(doc)
+        if text in self._asked:
+            return self._asked[text]
+        return categorize(text, domain=self.spec.domain, benchmark=self.spec.name, subject=self.spec.subject(doc))
 
     def fields(self, doc: dict, *, evaluated: bool = True) -> dict[str, Any]:
         text = self.spec.text(doc)
-        cat = categorize(text, domain=self.spec.domain, benchmark=self.spec.name, subject=self.spec.subject(doc))
+        cat = self.category(doc)
         retrieved, filtered = [], None
         retriever = self.retriever()
         if retriever is not None:

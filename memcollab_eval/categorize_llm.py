@@ -1,0 +1,186 @@
+"""The optional LLM categorizer: a model names the task's category; the keyword rules the subcategory.
+
+MemCollab's retrieval keeps only entries of the task's category, so a bank's tags and a run's
+queries must come from the same categorizer. The default is the keyword scorer in
+``categorize.py`` (0.65 subject accuracy on MATH500 from the text alone); this module is the
+alternative the paper describes, a model asked to pick one category of the fixed taxonomy. It is
+selected with ``categorizer=llm`` at build time and ``retrieval.categorizer=llm`` at evaluation,
+and the bank's manifest records which one tagged it (``stats.categorizer``).
+
+What stays fixed: the taxonomy (a reply outside it is not a category), MATH's own subject label
+when a row has one (the model is asked only about unlabeled text, as the keyword rules are), and
+the subcategory, which the keyword rules pick inside the model's category. A reply that names no
+category falls back to the keyword category and is counted (``CategorizerStats.unparsed``), so a
+confused model degrades to the default rather than to noise.
+
+The model comes in through a ``generate(prompts) -> replies`` callable: the evaluate job and the
+build wrap their lm-eval model in it (``lm_generate``), tests use the scripted double. All the
+questions of a call go to the model at once, so batching backends answer them together; answers
+are cached by (domain, benchmark, text), as lm-eval asks for the same docs several times.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from memcollab_eval.categorize import (
+    CODE_CATEGORIES,
+    MATH_SUBJECTS,
+    Category,
+    categorize,
+    code_text,
+    subcategory,
+)
+
+PROMPT_VERSION = 1
+KINDS = ("keywords", "llm")
+_PROMPT = """Classify the {what} below into exactly one of these categories:
+{names}
+
+{label}:
+{text}
+
+Answer with the category name only."""
+_DESCRIBE = {"math": ("math problem", "Problem"), "code": ("programming task", "Task")}
+GenerateFn = Callable[[list[str]], list[str]]
+
+
+@dataclass(frozen=True)
+class CategoryQuery:
+    """One task to categorize, with what the keyword categorizer is given."""
+
+    text: str
+    domain: str  # "math" | "code"
+    benchmark: str = ""
+    subject: str | None = None  # MATH's label: kept as the category, never asked
+
+
+class Categorizer(Protocol):
+    """Categorizes tasks; ``name`` is what a bank's manifest and a run's record say tagged them."""
+
+    name: str
+
+    def categorize_many(self, queries: Sequence[CategoryQuery]) -> list[Category]: ...
+
+
+class KeywordCategorizer:
+    """The default: categorize.categorize, one task at a time (it is cheap and deterministic)."""
+
+    name = "keywords"
+
+    def categorize_many(self, queries: Sequence[CategoryQuery]) -> list[Category]:
+        return [categorize(q.text, domain=q.domain, benchmark=q.benchmark, subject=q.subject) for q in queries]
+
+
+def category_names(domain: str) -> tuple[str, ...]:
+    if domain == "math":
+        return MATH_SUBJECTS
+    if domain == "code":
+        return CODE_CATEGORIES
+    raise ValueError(f"unknown domain {domain!r}; expected 'math' or 'code'")
+
+
+def category_prompt(query: CategoryQuery) -> str:
+    what, label = _DESCRIBE[query.domain]
+    names = "\n".join(f"- {n}" for n in category_names(query.domain))
+    return _PROMPT.format(what=what, names=names, label=label, text=query.text.strip())
+
+
+def _key(name: str) -> str:
+    """A spelling-tolerant form: lower case, '&' as 'and', punctuation and hyphens as spaces."""
+    return " ".join(re.sub(r"[^a-z]+", " ", name.lower().replace("&", " and ")).split())
+
+
+_ALIASES = {"pre algebra": "prealgebra", "pre calculus": "precalculus", "counting and probabilities":
+            "counting and probability", "combinatorics and probability": "counting and probability"}
+
+
+def parse_category(reply: str, names: Sequence[str]) -> str | None:
+    """The category the reply names first (``None`` when it names none). At one position the
+    longer name wins, and names are matched as whole words, so "Intermediate Algebra" is not read
+    as "Algebra" and "Prealgebra" is not read as "Algebra"; "Pre-Algebra" is read as "Prealgebra"."""
+    text = f" {_key(reply)} "
+    for alias, name in _ALIASES.items():
+        text = text.replace(f" {alias} ", f" {name} ")
+    found = [(text.find(f" {_key(n)} "), -len(n), n) for n in names]
+    found = [f for f in found if f[0] >= 0]
+    return min(found)[2] if found else None
+
+
+@dataclass
+class CategorizerStats:
+    asked: int = 0  # questions put to the model (labeled rows and cache hits are not asked)
+    unparsed: int = 0  # replies naming no category: the keyword category was used
+    replies: list[str] = field(default_factory=list)
+
+    def record(self) -> dict[str, int]:
+        return {"asked": self.asked, "unparsed": self.unparsed}
+
+
+class LMCategorizer:
+    """A :class:`Categorizer` backed by a model. ``identity`` names the model in records
+    (``llm:<identity>:v<prompt version>``), so a bank tagged by one model can be told apart
+    from a run categorized by another."""
+
+    def __init__(self, generate: GenerateFn, identity: str) -> None:
+        self.generate = generate
+        self.name = f"llm:{identity}:v{PROMPT_VERSION}"
+        self.stats = CategorizerStats()
+        self._cache: dict[tuple[str, str, str], Category] = {}
+
+    def categorize_many(self, queries: Sequence[CategoryQuery]) -> list[Category]:
+        out: list[Category | None] = [None] * len(queries)
+        ask: dict[tuple[str, str, str], list[int]] = {}
+        for i, q in enumerate(queries):
+            if q.subject:  # a labeled row: the label is the category, as under the keyword rules
+                out[i] = categorize(q.text, domain=q.domain, benchmark=q.benchmark, subject=q.subject)
+                continue
+            key = (q.domain, q.benchmark, q.text)
+            if key in self._cache:
+                out[i] = self._cache[key]
+            else:
+                ask.setdefault(key, []).append(i)
+        if ask:
+            firsts = [queries[idx[0]] for idx in ask.values()]
+            replies = self.generate([category_prompt(q) for q in firsts])
+            if len(replies) != len(firsts):
+                raise RuntimeError(f"the categorizer model returned {len(replies)} replies for {len(firsts)} tasks")
+            for (key, idx), q, reply in zip(ask.items(), firsts, replies, strict=True):
+                self.stats.asked += 1
+                self.stats.replies.append(reply)
+                name = parse_category(reply, category_names(q.domain))
+                if name is None:
+                    self.stats.unparsed += 1
+                    cat = categorize(q.text, domain=q.domain, benchmark=q.benchmark)
+                else:
+                    body = code_text(q.text) if q.domain == "code" else q.text
+                    cat = Category(name, subcategory(body, q.domain, name))
+                self._cache[key] = cat
+                for i in idx:
+                    out[i] = cat
+        return [c for c in out if c is not None]
+
+
+def lm_generate(lm: Any, *, chat: bool = True, max_gen_toks: int = 16) -> GenerateFn:
+    """``generate`` over an lm-eval model: greedy, short, one ``generate_until`` call for all
+    prompts. ``chat``: render each prompt with the model's chat template, as runs do."""
+
+    def run(prompts: list[str]) -> list[str]:
+        from lm_eval.api.instance import Instance  # lm-eval's API module: loaded only when a model is asked
+
+        gen_kwargs = {"until": ["\n\n"], "max_gen_toks": max_gen_toks, "do_sample": False, "temperature": 0.0}
+        requests = []
+        for i, prompt in enumerate(prompts):
+            text = lm.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True) \
+                if chat else prompt
+            requests.append(Instance(request_type="generate_until", doc={}, idx=i, arguments=(text, dict(gen_kwargs))))
+        return list(lm.generate_until(requests)) if requests else []
+
+    return run
+
+
+__all__ = ["KINDS", "PROMPT_VERSION", "Categorizer", "CategorizerStats", "CategoryQuery", "KeywordCategorizer",
+           "LMCategorizer", "category_names", "category_prompt", "lm_generate", "parse_category"]
