@@ -49,7 +49,7 @@ other() { [[ $1 == "$SMALL" ]] && echo "$BIG" || echo "$SMALL"; }
 # The committed repro_* banks were built before evidence gating: these overrides rebuild them as
 # they were (conf/build.yaml now turns the evidence gates on for new banks), one request at a time as they
 # were decoded (batch_size=1; batched greedy decoding can round differently).
-LEGACY_GATES=(distill_prompt_version=v2 distill_samples=1 gates.difference_lint=false gates.resolve=false
+LEGACY_GATES=(distill_prompt_version=v2 distill_samples=1 gates.difference_lint=false gates.restate_lint=false gates.resolve=false
               gates.validate=false gates.validate_unit=category gates.validate_per_category=3 batch_size=1)
 
 build() {  # build NAME WORK_DIR ARGS...: one bank, resumable

@@ -185,8 +185,9 @@ def build_cmd(paths: dict[str, str], work: Path, out: Path) -> list[str]:
 
 
 # the gates of banks built before evidence gating (conf/build.yaml turns the evidence gates on)
-LEGACY_GATES = ["distill_prompt_version=v2", "distill_samples=1", "gates.difference_lint=false", "gates.resolve=false",
-                "gates.validate=false", "gates.validate_unit=category", "gates.validate_per_category=3"]
+LEGACY_GATES = ["distill_prompt_version=v2", "distill_samples=1", "gates.difference_lint=false",
+                "gates.restate_lint=false", "gates.resolve=false", "gates.validate=false",
+                "gates.validate_unit=category", "gates.validate_per_category=3"]
 
 
 @pytest.fixture(scope="module")
@@ -430,6 +431,52 @@ def test_the_difference_line_is_kept_and_the_lesson_must_be_about_it():
     off = about_difference("re-reading what the question asks", "answering a different quantity", lesson.difference)
     assert (off.ok, off.reason) == (False, "not_about_difference")
     assert about_difference("x things", "y things", "none").reason == "no_difference"
+
+
+@pytest.mark.parametrize(("enforce", "avoid", "restated"), [
+    # written by the 1.5B summarizer in two committed banks: both halves say the same thing
+    ("multiply the number of days by the number of hours worked per day",
+     "multiplying the number of days by the number of hours worked per day", True),
+    ("dividing the total by the number of groups", "dividing the total by the number of groups", True),
+    # real contrasts that share most of their words
+    ("checking for factors up to the square root of n", "checking for factors greater than the square root", False),
+    ("starting from the first element of the list", "starting from the last element", False),
+    ("subtracting the same number from both sides", "subtracting the same number from different sides", False),
+    ("using the correct unit for each rate", "using the same unit for different rates", False),
+])
+def test_a_lesson_whose_avoid_half_repeats_its_enforce_half_is_rejected(enforce, avoid, restated):
+    from memcollab_eval.construct.entry_lint import restates_itself
+
+    result = restates_itself(enforce, avoid)
+    assert result.ok is not restated
+    assert result.reason == ("restates_enforce" if restated else "")
+
+
+def test_the_restate_gate_runs_in_the_build(built, tmp_path):
+    """gates.restate_lint (on in conf/build.yaml) drops a lesson that forbids what it asks, and the
+    manifest counts it; the legacy gates keep it, as the committed banks were built."""
+    from memcollab_eval.bank.store import load_bank
+
+    tmp, paths = built
+    rules = json.loads(Path(tmp / "summarizer_rules.json").read_text())
+    rules[-1][1] = "enforce adding each group once to the total; avoid adding each group once to the total\n" + \
+        rules[-1][1].split("\n")[0]
+    (tmp_path / "rules.json").write_text(json.dumps(rules))
+    summarizer = tmp_path / "summarizer.yaml"
+    summarizer.write_text(json.dumps({"identity": "summarizer_double", "model": "memcollab_scripted",
+                                      "model_args": {"rules": str(tmp_path / "rules.json")}}))
+    counts = {}
+    for gate in ("false", "true"):
+        work, out = tmp_path / f"work-{gate}", tmp_path / f"bank-{gate}"
+        _copy_pool(tmp, work)
+        cmd = build_cmd({**paths, "summarizer": str(summarizer)}, work, out) + [f"gates.restate_lint={gate}"]
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        bank = load_bank(out)
+        counts[gate] = (sum(e.enforce == e.avoid for e in bank.entries),
+                        bank.manifest.config["stats"]["rejected"].get("restates_enforce", 0))
+    assert counts["false"][0] >= 1 and counts["false"][1] == 0
+    assert counts["true"][0] == 0 and counts["true"][1] >= 1
 
 
 def _copy_pool(built_tmp: Path, work: Path) -> None:

@@ -70,6 +70,7 @@ class GatesConf:
     lint: bool = True  # the abstraction gate (numbers, names, identifiers, answers)
     near_duplicate_threshold: float = 0.9
     difference_lint: bool = False  # the lesson must be about the step its DIFFERENCE line names
+    restate_lint: bool = False  # the avoid half must not repeat the enforce half (entry_lint.restates_itself)
     # re-solve: the unpreferred model, given the lesson, must pass the lesson's own source problem
     resolve: bool = False
     resolve_samples: int = 1  # the first greedy, the others sampled (temperature 0.7, seeded)

@@ -149,3 +149,36 @@ def about_difference(enforce: str, avoid: str, difference: str) -> LintResult:
     if not shared:
         return LintResult(False, "not_about_difference", f"shares no content word with DIFFERENCE: {difference[:120]!r}")
     return LintResult(True, detail=f"shares {shared}")
+
+
+RESTATE_JACCARD = 0.9
+
+
+def _inflection_stem(word: str) -> str:
+    """The word without a verb or plural ending and a final e ("multiplying" and "multiply",
+    "dividing" and "divide" meet); adverbs keep their "ly", unlike :func:`_stem`."""
+    for suffix in ("ing", "ed", "es", "s"):
+        if len(word) > len(suffix) + 3 and word.endswith(suffix):
+            word = word[: -len(suffix)]
+            break
+    return word[:-1] if len(word) > 4 and word.endswith("e") else word
+
+
+def _all_stems(text: str) -> set[str]:
+    return {_inflection_stem(w) for w in _words_of(text)}
+
+
+def restates_itself(enforce: str, avoid: str) -> LintResult:
+    """Does the avoid half restate the enforce half? A 1.5B summarizer sometimes writes the same
+    step on both sides ("enforce multiply the days by the hours; avoid multiplying the days by the
+    hours"), which tells the reader to do and not to do one thing. The rule: the two halves'
+    stemmed words (all of them: "first" against "last", "up to" against "greater than" make a real
+    contrast) overlap with a Jaccard index of at least ``RESTATE_JACCARD``."""
+    a, b = _all_stems(enforce), _all_stems(avoid)
+    if not a or not b:
+        return LintResult(True)
+    overlap = len(a & b) / len(a | b)
+    if overlap >= RESTATE_JACCARD:
+        return LintResult(False, "restates_enforce",
+                          f"the avoid half repeats the enforce half (word overlap {overlap:.2f}): it forbids what it asks")
+    return LintResult(True)

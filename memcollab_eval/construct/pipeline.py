@@ -51,7 +51,7 @@ from memcollab_eval.construct.distill import (
     prompt_examples,
     retry_prompt,
 )
-from memcollab_eval.construct.entry_lint import about_difference, lint_entry
+from memcollab_eval.construct.entry_lint import about_difference, lint_entry, restates_itself
 from memcollab_eval.construct.labels import Label, check_problems, labels_sha256, read_labels
 from memcollab_eval.construct.open_task import is_open_ended, reference_text, task_spec
 from memcollab_eval.construct.pools import PoolError, PoolProblem, build_pool
@@ -389,6 +389,11 @@ def assemble_entries(cfg: BuildConf, problems: list[PoolProblem], trajs: dict[Ke
                 if verdict is not None and not verdict.ok:
                     rejected[verdict.reason] += 1
                     continue
+                if cfg.gates.restate_lint:
+                    restated = restates_itself(lesson["enforce"], lesson["avoid"])
+                    if not restated.ok:
+                        rejected[restated.reason] += 1
+                        continue
                 difference = lesson.get("difference", "")
                 if cfg.gates.difference_lint:
                     about = about_difference(lesson["enforce"], lesson["avoid"], difference)
