@@ -111,3 +111,31 @@ def test_run_record_headline_and_report(scripted_run):
     assert summary["headline"] in md and "## Run record" in md and bank["sha256"] in md
     page = (run_dir / "report.html").read_text()
     assert page.count("class='problem") == 12 and "<mark>Lessons from past solutions" in page
+
+
+def test_the_run_record_names_the_bank_version_the_run_retrieved_from(tmp_path, monkeypatch):
+    """A new bank version written while a run goes on (here: after generation, before the record)
+    does not change what the record says: the bank is read once, at the start."""
+    import shutil
+
+    from memcollab_eval.bank.versions import Retirement, retire
+    from memcollab_eval.evaluation import job
+
+    bank = tmp_path / "bank"
+    shutil.copytree(Path(job.__file__).parents[1] / "banks" / "demo_handmade", bank)
+    before = json.loads((bank / "manifest.json").read_text())
+    cfg = compose_eval(["+target=scripted", "+bank=demo_handmade", f"bank.path={bank}", "limit=1",
+                        "benchmarks=[gsm8k]", "target.identity=qwen25_coder_05b", f"output_dir={tmp_path / 'out'}"])
+    cfg.target.model_args["default"] = ANSWER
+    collect = job.collect
+
+    def collect_after_a_retire(*args, **kwargs):
+        first = json.loads((bank / "entries.jsonl").read_text().splitlines()[0])["id"]
+        retire(bank, [Retirement(first, "written during the run")])
+        return collect(*args, **kwargs)
+
+    monkeypatch.setattr(job, "collect", collect_after_a_retire)
+    job.evaluate(cfg, tmp_path / "out")
+    record = json.loads((tmp_path / "out" / "summary.json").read_text())["bank_record"]
+    assert (record["version"], record["sha256"]) == (before["version"], before["sha256"])
+    assert (bank / "v2" / "manifest.json").exists()  # the new version was written

@@ -188,15 +188,17 @@ def run_access(cfg: EvalConf) -> Access:
 
 
 def build_tasks(cfg: EvalConf, lm: Any = None, access: Access | None = None,
-                categorizer: LMCategorizer | None = None) -> list[dict[str, Any]]:
+                categorizer: LMCategorizer | None = None, bank: MemoryBank | None = None) -> list[dict[str, Any]]:
     """The task twins of every benchmark. ``lm`` is the built target model: under
     ``retrieval.selector=llm`` it picks the entries (prompting-based retrieval); under
     ``protocol=agent`` its inner model does, with one plain reply per problem. ``access``: the run's
     (:func:`run_access` when not given). ``categorizer``: the one of ``retrieval.categorizer=llm``
-    (:func:`query_categorizer` when not given)."""
+    (:func:`query_categorizer` when not given). ``bank``: the run's bank, loaded once (loaded here
+    when not given)."""
     setup = None
     if cfg.bank.path is not None:
-        bank = load_bank(cfg.bank.path, build_hint=cfg.bank.build_command, version=cfg.bank.version)
+        if bank is None:
+            bank = load_bank(cfg.bank.path, build_hint=cfg.bank.build_command, version=cfg.bank.version)
         retrieval = cfg.retrieval_config()
         if retrieval.ranker == "embedding":
             load_encoder(retrieval.encoder)  # fails here, naming the package to install, not inside lm-eval
@@ -287,11 +289,14 @@ def evaluate(cfg: EvalConf, run_dir: Path) -> list[BenchmarkRow]:
     preflight(cfg)
     lm, cache = build_model(cfg)
     access = run_access(cfg)
+    # the bank is read once: retrieval and the run record must describe the same version, even if a
+    # new version is written (bank retire, supersede) while the run goes on
+    bank = load_bank(cfg.bank.path, build_hint=cfg.bank.build_command, version=cfg.bank.version) \
+        if cfg.bank.path is not None else None
     categorizer = None
-    if cfg.bank.path is not None and cfg.retrieval.categorizer == "llm":
-        categorizer = query_categorizer(cfg, cfg.retrieval_config(), lm,
-                                        load_bank(cfg.bank.path, version=cfg.bank.version))
-    tasks = build_tasks(cfg, lm, access, categorizer)
+    if bank is not None and cfg.retrieval.categorizer == "llm":
+        categorizer = query_categorizer(cfg, cfg.retrieval_config(), lm, bank)
+    tasks = build_tasks(cfg, lm, access, categorizer, bank)
     tracker = EvaluationTracker(output_path=str(run_dir))
     limit, chosen = cfg.limit, None  # lm-eval takes either a limit or chosen indices
     if uses_samples(dict(cfg.limits), cfg.subset):
@@ -322,11 +327,10 @@ def evaluate(cfg: EvalConf, run_dir: Path) -> list[BenchmarkRow]:
         for name in results["configs"]:
             tracker.save_results_samples(task_name=name, samples=samples[name])
     usage = getattr(getattr(lm, "lm", lm), "usage", None)
-    bank = load_bank(cfg.bank.path, version=cfg.bank.version) if cfg.bank.path is not None else None
     problems = collect(run_dir, bank=bank if cfg.log_samples else None, retrieval=cfg.retrieval_config(),
                        target=cfg.target.identity, access=access)
     rows = summarize(results, cfg.benchmarks, reach(problems) if cfg.log_samples else None)
-    record = run_record(cfg, lm, results, usage, wall_seconds=time.perf_counter() - started)
+    record = run_record(cfg, lm, results, usage, wall_seconds=time.perf_counter() - started, bank=bank)
     if bank is not None:
         record["access"] = access_record(access, bank, cfg, samples)
     if categorizer is not None:

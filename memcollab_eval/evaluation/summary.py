@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from memcollab_eval.bank.store import BankError, load_bank
+from memcollab_eval.bank.store import BankError, MemoryBank, load_bank
 from memcollab_eval.config import EvalConf
 from memcollab_eval.models.embedded import EMBEDDED_MODELS
 from memcollab_eval.models.file_integrity import marker_matches, sha256_file
@@ -206,14 +206,17 @@ def model_record(cfg: EvalConf, lm: Any) -> dict[str, Any]:
     return out
 
 
-def bank_record(cfg: EvalConf) -> dict[str, Any] | None:
+def bank_record(cfg: EvalConf, bank: MemoryBank | None = None) -> dict[str, Any] | None:
+    """The bank the run retrieved from: ``bank`` as the run loaded it (read again when not given,
+    which can differ if a new version was written during the run)."""
     if cfg.bank.path is None:
         return None
     out: dict[str, Any] = {"name": cfg.bank.name, "path": str(cfg.bank.path)}
-    try:
-        bank = load_bank(cfg.bank.path, version=cfg.bank.version)
-    except BankError as exc:  # it loaded for the run; a bank changed since is worth saying, not failing
-        return {**out, "error": str(exc)}
+    if bank is None:
+        try:
+            bank = load_bank(cfg.bank.path, version=cfg.bank.version)
+        except BankError as exc:  # it loaded for the run; a bank changed since is worth saying, not failing
+            return {**out, "error": str(exc)}
     m = bank.manifest
     return {**out, "manifest_name": m.name, "version": m.version, "sha256": m.sha256, "entries": len(bank.entries),
             "sources": list(m.sources), "summarizer": m.summarizer, "parent": m.parent,
@@ -260,14 +263,14 @@ def generation_record(usage: Sequence[Mapping[str, Any]] | None, wall_seconds: f
 
 
 def run_record(cfg: EvalConf, lm: Any, results: Mapping[str, Any], usage: Sequence[Mapping[str, Any]] | None,
-               wall_seconds: float) -> dict[str, Any]:
+               wall_seconds: float, bank: MemoryBank | None = None) -> dict[str, Any]:
     """Everything ``summary.json`` says about how the numbers were made."""
     retrieval = cfg.retrieval_config()
     return {
         "target": cfg.target.identity, "backend": cfg.target.model,
         "model_args": {k: v for k, v in dict(cfg.target.model_args).items()},
         "apply_chat_template": cfg.target.apply_chat_template,
-        "bank": cfg.bank.name, "bank_record": bank_record(cfg), "model": model_record(cfg, lm),
+        "bank": cfg.bank.name, "bank_record": bank_record(cfg, bank), "model": model_record(cfg, lm),
         "retrieval": asdict(retrieval) if cfg.bank.path is not None else None,
         "seed": cfg.seed, "limit": cfg.limit, "limits": dict(cfg.limits), "subset": cfg.subset,
         "problems": describe(cfg.limit, dict(cfg.limits), cfg.subset), "benchmarks": list(cfg.benchmarks),
