@@ -35,16 +35,46 @@ from memcollab_eval.categorize import (
     subcategory,
 )
 
-PROMPT_VERSION = 1
 KINDS = ("keywords", "llm")
-_PROMPT = """Classify the {what} below into exactly one of these categories:
+# v1 named the kind of task ("Classify the math problem below into ..."): the 0.5B answered "Math" to
+# 351 of the 500 MATH500 problems. v2 asks for the subject and says in a few words what each covers;
+# it was written against MATH *train* problems only (scripts/measure_categorizer.py --data).
+_PROMPTS = {
+    1: """Classify the {what} below into exactly one of these categories:
 {names}
 
 {label}:
 {text}
 
-Answer with the category name only."""
-_DESCRIBE = {"math": ("math problem", "Problem"), "code": ("programming task", "Task")}
+Answer with the category name only.""",
+    2: """{label}:
+{text}
+
+Which one of these {kinds} does it belong to?
+{names}
+
+Answer with the {kind}'s name only, exactly as written above.""",
+}
+PROMPT_VERSION = 2
+# what each name covers (prompt v2): topic words only, so the model need not guess from the name
+_SCOPE = {
+    "Algebra": "linear and quadratic equations, functions, lines and slopes, exponents and radicals",
+    "Counting & Probability": "counting, arrangements, combinations, probability",
+    "Geometry": "triangles, circles, polygons, areas, volumes, angles",
+    "Intermediate Algebra": "polynomials and their roots, inequalities, logarithms, conics, series, complex numbers",
+    "Number Theory": "divisibility, primes, remainders and modular arithmetic, number bases, digits",
+    "Prealgebra": "arithmetic, fractions, decimals, percents, averages, everyday word problems",
+    "Precalculus": "trigonometry, vectors, matrices, polar coordinates, complex numbers in polar form",
+    "string manipulation": "characters, substrings, words, case, formatting",
+    "list/array processing": "filtering, mapping and combining lists, tuples or arrays",
+    "math/number theory": "arithmetic, primes, digits, sequences, geometry formulas",
+    "data structures": "dictionaries, sets, heaps, stacks, queues, linked structures",
+    "sorting/searching": "sorting, searching, minimum and maximum",
+    "recursion/dynamic programming": "recursion, dynamic programming, counting ways",
+    "regex/parsing": "regular expressions, parsing and validating text",
+}
+_DESCRIBE = {"math": ("math problem", "Problem", "subjects", "subject"),
+             "code": ("programming task", "Task", "categories", "category")}
 GenerateFn = Callable[[list[str]], list[str]]
 
 
@@ -83,10 +113,15 @@ def category_names(domain: str) -> tuple[str, ...]:
     raise ValueError(f"unknown domain {domain!r}; expected 'math' or 'code'")
 
 
-def category_prompt(query: CategoryQuery) -> str:
-    what, label = _DESCRIBE[query.domain]
-    names = "\n".join(f"- {n}" for n in category_names(query.domain))
-    return _PROMPT.format(what=what, names=names, label=label, text=query.text.strip())
+def category_prompt(query: CategoryQuery, version: int = PROMPT_VERSION) -> str:
+    if version not in _PROMPTS:
+        raise ValueError(f"unknown categorizer prompt version {version}; known: {sorted(_PROMPTS)}")
+    what, label, kinds, kind = _DESCRIBE[query.domain]
+    names = category_names(query.domain)
+    listed = "\n".join(f"- {n}" for n in names) if version == 1 else \
+        "\n".join(f"- {n} ({_SCOPE[n]})" for n in names)
+    return _PROMPTS[version].format(what=what, names=listed, label=label, text=query.text.strip(), kinds=kinds,
+                                    kind=kind)
 
 
 def _key(name: str) -> str:
@@ -125,9 +160,12 @@ class LMCategorizer:
     (``llm:<identity>:v<prompt version>``), so a bank tagged by one model can be told apart
     from a run categorized by another."""
 
-    def __init__(self, generate: GenerateFn, identity: str) -> None:
+    def __init__(self, generate: GenerateFn, identity: str, prompt_version: int = PROMPT_VERSION) -> None:
+        if prompt_version not in _PROMPTS:
+            raise ValueError(f"unknown categorizer prompt version {prompt_version}; known: {sorted(_PROMPTS)}")
         self.generate = generate
-        self.name = f"llm:{identity}:v{PROMPT_VERSION}"
+        self.prompt_version = prompt_version
+        self.name = f"llm:{identity}:v{prompt_version}"
         self.stats = CategorizerStats()
         self._cache: dict[tuple[str, str, str], Category] = {}
 
@@ -145,7 +183,7 @@ class LMCategorizer:
                 ask.setdefault(key, []).append(i)
         if ask:
             firsts = [queries[idx[0]] for idx in ask.values()]
-            replies = self.generate([category_prompt(q) for q in firsts])
+            replies = self.generate([category_prompt(q, self.prompt_version) for q in firsts])
             if len(replies) != len(firsts):
                 raise RuntimeError(f"the categorizer model returned {len(replies)} replies for {len(firsts)} tasks")
             for (key, idx), q, reply in zip(ask.items(), firsts, replies, strict=True):

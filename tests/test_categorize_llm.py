@@ -71,8 +71,8 @@ def test_llm_categorizer_asks_once_keeps_labels_caches_and_falls_back(tmp_path):
     assert got[1] == categorize(CIRCLE, domain="math", benchmark="math500")  # unparsed: the keyword category
     assert got[2].category == "Geometry" and got[3] == got[0]
     assert (categorizer.stats.asked, categorizer.stats.unparsed) == (2, 1)
-    assert categorizer.name == "llm:double:v1"
-    assert lm.prompts[0].startswith("<user>: Classify the math problem") and "- Precalculus" in lm.prompts[0]
+    assert categorizer.name == "llm:double:v2"
+    assert lm.prompts[0].startswith("<user>: Problem:") and "- Precalculus (trigonometry" in lm.prompts[0]
     assert categorizer.categorize_many(queries[:1]) == got[:1] and calls == [2]  # cached
 
 
@@ -133,14 +133,14 @@ def test_evaluate_with_the_llm_categorizer_records_it_and_warns_on_a_keyword_ban
     from memcollab_eval.evaluation.job import evaluate, preflight
 
     rules = tmp_path / "rules.json"
-    rules.write_text(json.dumps([["Classify the math problem", "Prealgebra"]]))
+    rules.write_text(json.dumps([["Which one of these subjects", "Prealgebra"]]))
     cfg = compose_eval(["+target=scripted", "+bank=demo_handmade", "retrieval.categorizer=llm", "limit=2",
                         "benchmarks=[gsm8k]", f"output_dir={tmp_path}", f"+target.model_args.rules={rules}"])
     warnings = preflight(cfg)
     assert any("tagged by the keyword rules" in w and "retrieval.categorizer=llm" in w for w in warnings)
     (row,) = evaluate(cfg, tmp_path)
     record = json.loads((tmp_path / "summary.json").read_text())
-    assert record["categorizer"] == {"name": "llm:scripted:v1", "asked": 2, "unparsed": 0}
+    assert record["categorizer"] == {"name": "llm:scripted:v2", "asked": 2, "unparsed": 0}
     assert row.n == 2
 
 
@@ -156,17 +156,17 @@ def test_build_with_the_llm_categorizer_tags_unlabeled_problems_and_resumes(tmp_
         pytest.skip("offline data not found")
     paths = write_doubles(tmp_path)
     categorizer = tmp_path / "categorizer.yaml"
-    (tmp_path / "cat_rules.json").write_text(json.dumps([["Classify the math problem", "Number Theory"],
-                                                         ["Classify the programming task", "regex/parsing"]]))
+    (tmp_path / "cat_rules.json").write_text(json.dumps([["Which one of these subjects", "Number Theory"],
+                                                         ["Which one of these categories", "regex/parsing"]]))
     categorizer.write_text(json.dumps({"identity": "categorizer_double", "model": "memcollab_scripted",
                                        "model_args": {"rules": str(tmp_path / "cat_rules.json")}}))
     work, out = tmp_path / "work", tmp_path / "bank"
     cmd = build_cmd(paths, work, out) + ["categorizer=llm", f"categorizer_model={categorizer}"]
-    cache_file = work / "categories.categorizer_double.v1.jsonl"
+    cache_file = work / "categories.categorizer_double.v2.jsonl"
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     stats = load_bank(out).manifest.config["stats"]["categorizer"]
-    assert stats["name"] == "llm:categorizer_double:v1"
+    assert stats["name"] == "llm:categorizer_double:v2"
     assert stats["answers_kept"] == stats["asked_this_invocation"] == 4  # 2 GSM8K + 2 MBPP; MATH rows are labeled
     answers = cache_file.read_bytes()
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=tmp_path)  # a re-run asks nothing
