@@ -34,8 +34,9 @@ from memcollab_eval.categorize import (
     code_text,
     subcategory,
 )
+from memcollab_eval.retrieval_llm import greedy_replies
 
-KINDS = ("keywords", "llm")
+KINDS = ("keywords", "llm")  # retrieval.categorizer and the build's categorizer: the rules, or a model
 # v1 named the kind of task ("Classify the math problem below into ..."): the 0.5B answered "Math" to
 # 351 of the 500 MATH500 problems. v2 asks for the subject and says in a few words what each covers;
 # it was written against MATH *train* problems only (scripts/measure_categorizer.py --data).
@@ -96,15 +97,6 @@ class Categorizer(Protocol):
     def categorize_many(self, queries: Sequence[CategoryQuery]) -> list[Category]: ...
 
 
-class KeywordCategorizer:
-    """The default: categorize.categorize, one task at a time (it is cheap and deterministic)."""
-
-    name = "keywords"
-
-    def categorize_many(self, queries: Sequence[CategoryQuery]) -> list[Category]:
-        return [categorize(q.text, domain=q.domain, benchmark=q.benchmark, subject=q.subject) for q in queries]
-
-
 def category_names(domain: str) -> tuple[str, ...]:
     if domain == "math":
         return MATH_SUBJECTS
@@ -113,9 +105,13 @@ def category_names(domain: str) -> tuple[str, ...]:
     raise ValueError(f"unknown domain {domain!r}; expected 'math' or 'code'")
 
 
-def category_prompt(query: CategoryQuery, version: int = PROMPT_VERSION) -> str:
+def _check_version(version: int) -> None:
     if version not in _PROMPTS:
         raise ValueError(f"unknown categorizer prompt version {version}; known: {sorted(_PROMPTS)}")
+
+
+def category_prompt(query: CategoryQuery, version: int = PROMPT_VERSION) -> str:
+    _check_version(version)
     what, label, kinds, kind = _DESCRIBE[query.domain]
     names = category_names(query.domain)
     listed = "\n".join(f"- {n}" for n in names) if version == 1 else \
@@ -161,8 +157,7 @@ class LMCategorizer:
     from a run categorized by another."""
 
     def __init__(self, generate: GenerateFn, identity: str, prompt_version: int = PROMPT_VERSION) -> None:
-        if prompt_version not in _PROMPTS:
-            raise ValueError(f"unknown categorizer prompt version {prompt_version}; known: {sorted(_PROMPTS)}")
+        _check_version(prompt_version)
         self.generate = generate
         self.prompt_version = prompt_version
         self.name = f"llm:{identity}:v{prompt_version}"
@@ -203,22 +198,10 @@ class LMCategorizer:
 
 
 def lm_generate(lm: Any, *, chat: bool = True, max_gen_toks: int = 16) -> GenerateFn:
-    """``generate`` over an lm-eval model: greedy, short, one ``generate_until`` call for all
-    prompts. ``chat``: render each prompt with the model's chat template, as runs do."""
-
-    def run(prompts: list[str]) -> list[str]:
-        from lm_eval.api.instance import Instance  # lm-eval's API module: loaded only when a model is asked
-
-        gen_kwargs = {"until": ["\n\n"], "max_gen_toks": max_gen_toks, "do_sample": False, "temperature": 0.0}
-        requests = []
-        for i, prompt in enumerate(prompts):
-            text = lm.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True) \
-                if chat else prompt
-            requests.append(Instance(request_type="generate_until", doc={}, idx=i, arguments=(text, dict(gen_kwargs))))
-        return list(lm.generate_until(requests)) if requests else []
-
-    return run
+    """``generate`` over an lm-eval model: short greedy replies, one ``generate_until`` call for all
+    prompts (retrieval_llm.greedy_replies). ``chat``: render each prompt with the model's chat template."""
+    return lambda prompts: greedy_replies(lm, prompts, chat=chat, max_gen_toks=max_gen_toks)
 
 
-__all__ = ["KINDS", "PROMPT_VERSION", "Categorizer", "CategorizerStats", "CategoryQuery", "KeywordCategorizer",
-           "LMCategorizer", "category_names", "category_prompt", "lm_generate", "parse_category"]
+__all__ = ["KINDS", "PROMPT_VERSION", "Categorizer", "CategorizerStats", "CategoryQuery", "LMCategorizer",
+           "category_names", "category_prompt", "lm_generate", "parse_category"]

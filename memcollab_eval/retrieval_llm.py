@@ -73,6 +73,27 @@ class ChooserStats:
     replies: list[str] = field(default_factory=list)
 
 
+def greedy_replies(lm: Any, prompts: Sequence[str], *, chat: bool, max_gen_toks: int) -> list[str]:
+    """Short greedy answers of an lm-eval model to ``prompts``, in one ``generate_until`` call (a
+    batching backend decodes them together), each ending at a blank line. ``chat``: render each
+    prompt with the model's chat template, as the run does. Shared by the entry chooser and the
+    LLM categorizer, which put short questions to the run's model the same way."""
+    from lm_eval.api.instance import Instance  # lm-eval's API module: loaded only when a model is asked
+
+    if not prompts:
+        return []
+    gen_kwargs = {"until": ["\n\n"], "max_gen_toks": max_gen_toks, "do_sample": False, "temperature": 0.0}
+    requests = []
+    for i, prompt in enumerate(prompts):
+        text = lm.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True) \
+            if chat else prompt
+        requests.append(Instance(request_type="generate_until", doc={}, idx=i, arguments=(text, dict(gen_kwargs))))
+    replies = list(lm.generate_until(requests))
+    if len(replies) != len(requests):
+        raise RuntimeError(f"the model returned {len(replies)} replies for {len(requests)} requests")
+    return replies
+
+
 class LMChooser:
     """An :class:`EntryChooser` backed by an lm-eval model (``generate_until``), greedy, short
     answers. ``chat``: render the prompt with the model's chat template, as the run does."""
@@ -81,24 +102,10 @@ class LMChooser:
         self.lm, self.chat, self.max_gen_toks = lm, chat, max_gen_toks
         self.stats = ChooserStats()
 
-    def _render(self, prompt: str) -> str:
-        if not self.chat:
-            return prompt
-        return self.lm.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True)
-
     def choose(self, problems: Sequence[str], candidates: Sequence[Sequence[MemoryEntry]],
                k: int) -> list[list[int]]:
-        from lm_eval.api.instance import Instance  # lm-eval's API module: loaded only when a model is asked
-
-        if not problems:
-            return []
-        gen_kwargs = {"until": ["\n\n"], "max_gen_toks": self.max_gen_toks, "do_sample": False, "temperature": 0.0}
-        requests = [Instance(request_type="generate_until", doc={}, idx=i,
-                             arguments=(self._render(selection_prompt(p, c, k)), dict(gen_kwargs)))
-                    for i, (p, c) in enumerate(zip(problems, candidates, strict=True))]
-        replies = self.lm.generate_until(requests)
-        if len(replies) != len(requests):
-            raise RuntimeError(f"the model returned {len(replies)} replies for {len(requests)} selection requests")
+        prompts = [selection_prompt(p, c, k) for p, c in zip(problems, candidates, strict=True)]
+        replies = greedy_replies(self.lm, prompts, chat=self.chat, max_gen_toks=self.max_gen_toks)
         out = []
         for reply, cands in zip(replies, candidates, strict=True):
             picked = parse_choice(reply, len(cands), k)
@@ -112,4 +119,5 @@ class LMChooser:
         return out
 
 
-__all__ = ["PROMPT_VERSION", "ChooserStats", "EntryChooser", "LMChooser", "parse_choice", "selection_prompt"]
+__all__ = ["PROMPT_VERSION", "ChooserStats", "EntryChooser", "LMChooser", "greedy_replies", "parse_choice",
+           "selection_prompt"]

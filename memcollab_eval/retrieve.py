@@ -46,12 +46,13 @@ from memcollab_eval.bank.governance import (
 )
 from memcollab_eval.bank.store import MemoryBank, MemoryEntry
 from memcollab_eval.categorize import GENERAL, Category
+from memcollab_eval.categorize_llm import KINDS as CATEGORIZER_KINDS
 from memcollab_eval.embedding import DEFAULT_ENCODER, ENCODERS, load_encoder
 from memcollab_eval.retrieval_llm import EntryChooser
 
 RANKERS = ("tfidf", "bm25", "embedding")
 SELECTORS = ("score", "llm")
-CATEGORIZERS = ("keywords", "llm")  # categorize.py's rules | categorize_llm.py's model
+CATEGORIZERS = CATEGORIZER_KINDS  # categorize.py's rules | categorize_llm.py's model
 LEXICAL_MIN_SCORE = 0.05  # tfidf and bm25 (both normalized to [0, 1])
 MEMORY_HEADER = "Lessons from past solutions to similar problems (apply those that fit):"
 _TOKEN = re.compile(r"[a-z][a-z0-9]+")

@@ -10,6 +10,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
 from memcollab_eval.agent.protocol import AgentConfig
+from memcollab_eval.categorize_llm import KINDS as CATEGORIZER_KINDS
 from memcollab_eval.config import AgentConfigNode, SandboxConfigNode, protocol_problems, runtime_problems, to_runtime
 from memcollab_eval.construct.distill import JUDGED_PROMPT_VERSIONS, PROMPT_VERSIONS
 from memcollab_eval.construct.judge import RUBRIC_VERSIONS, SCORE_RANGE
@@ -188,8 +189,8 @@ class BuildConf:
             errors.append(f"gates.validate_unit {self.gates.validate_unit!r} is not one of ['lesson', 'category']")
         if self.gates.validate and self.gates.validate_per_category < 1:
             errors.append("gates.validate_per_category must be >= 1")
-        if self.categorizer not in ("keywords", "llm"):
-            errors.append(f"categorizer {self.categorizer!r} is not one of ['keywords', 'llm']")
+        if self.categorizer not in CATEGORIZER_KINDS:
+            errors.append(f"categorizer {self.categorizer!r} is not one of {list(CATEGORIZER_KINDS)}")
         elif self.categorizer_model is not None and self.categorizer != "llm":
             errors.append("categorizer_model is set but categorizer is 'keywords': it names the model of categorizer=llm")
         if self.categorizer_scan < 1:
