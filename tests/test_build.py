@@ -598,3 +598,34 @@ def test_batched_build_hands_requests_over_together_and_never_mixes_with_sequent
     assert sequential.returncode == 1, sequential.stderr[-2000:]
     assert "holds trajectories made with" in sequential.stderr and "set batch_size to match" in sequential.stderr
     assert "Traceback" not in sequential.stderr
+
+
+def test_a_rebuild_never_replaces_the_base_of_later_versions(built, tmp_path):
+    """`bank retire` made v2 from the built bank; a build with other entries into the same directory is
+    refused with the path and the way out, the bank is left as it was, and the same build into another
+    bank.out_dir writes from the work directory without generating again."""
+    import shutil
+
+    from memcollab_eval.bank.store import load_bank
+    from memcollab_eval.bank.versions import Retirement, retire
+
+    tmp, paths = built
+    bank_dir, work = tmp_path / "bank", tmp_path / "work"
+    shutil.copytree(tmp / "bank", bank_dir)
+    shutil.copytree(tmp / "work", work, ignore=shutil.ignore_patterns(".build.lock"))
+    retire(bank_dir, [Retirement(load_bank(bank_dir).entries[0].id, "test")])
+    before = {p.relative_to(bank_dir): p.read_bytes() for p in bank_dir.rglob("*") if p.is_file()}
+    stages = {f: (work / f).read_bytes() for f in ("trajectories.jsonl", "distill.jsonl")}
+    same = subprocess.run(build_cmd(paths, work, bank_dir), capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert same.returncode == 0 and "is up to date (" in same.stdout, same.stderr[-2000:]  # v1 is what it builds
+    other_gates = ["bank.notes=rebuilt"]  # a different manifest: the bank there is not this build's
+    proc = subprocess.run(build_cmd(paths, work, bank_dir) + other_gates, capture_output=True, text=True,
+                          timeout=300, cwd=tmp_path)
+    assert proc.returncode != 0
+    assert f"{bank_dir} holds later versions (v2)" in proc.stderr and "another bank.out_dir" in proc.stderr
+    assert {p.relative_to(bank_dir): p.read_bytes() for p in bank_dir.rglob("*") if p.is_file()} == before
+    proc = subprocess.run(build_cmd(paths, work, tmp_path / "rebuilt") + other_gates, capture_output=True,
+                          text=True, timeout=300, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert load_bank(tmp_path / "rebuilt").manifest.notes == "rebuilt"
+    assert {f: (work / f).read_bytes() for f in stages} == stages

@@ -139,3 +139,19 @@ def test_the_run_record_names_the_bank_version_the_run_retrieved_from(tmp_path, 
     record = json.loads((tmp_path / "out" / "summary.json").read_text())["bank_record"]
     assert (record["version"], record["sha256"]) == (before["version"], before["sha256"])
     assert (bank / "v2" / "manifest.json").exists()  # the new version was written
+
+
+def test_the_run_record_counts_live_and_retired_entries(tmp_path):
+    """demo_v3 v2 keeps its retired entry for history: the record says how many retrieval could use."""
+    from memcollab_eval.evaluation.job import evaluate
+
+    if not (data_dir() / "gsm8k" / "test.jsonl").exists():
+        pytest.skip(f"offline data not found under {data_dir()}")
+    cfg = compose_eval(["+target=scripted", "+bank=demo", "target.identity=qwen25_coder_05b", "limit=1",
+                        "benchmarks=[gsm8k]", f"data_dir={data_dir()}", f"output_dir={tmp_path}"])
+    cfg.target.model_args["default"] = ANSWER
+    evaluate(cfg, tmp_path)
+    record = json.loads((tmp_path / "summary.json").read_text())["bank_record"]
+    assert record["version"] == 2
+    assert (record["entries"], record["live_entries"], record["retired_entries"]) == (3, 2, 1)
+    assert "3 entries, 1 retired" in (tmp_path / "summary.md").read_text()

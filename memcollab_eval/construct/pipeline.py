@@ -35,7 +35,15 @@ from tqdm.auto import tqdm
 from memcollab_eval.agent.agent_lm import AgentLM
 from memcollab_eval.agent.task_fields import agent_fields
 from memcollab_eval.agent.transcript import readable
-from memcollab_eval.bank.store import BankError, entry_from_dict, load_bank, save_bank, serialize_entries, sha256_bytes
+from memcollab_eval.bank.store import (
+    BankError,
+    entry_from_dict,
+    load_bank,
+    save_bank,
+    serialize_entries,
+    sha256_bytes,
+    version_dirs,
+)
 from memcollab_eval.categorize import predict_math_subject
 from memcollab_eval.categorize_llm import PROMPT_VERSION as CATEGORIZE_PROMPT_VERSION
 from memcollab_eval.categorize_llm import LMCategorizer, lm_generate
@@ -691,8 +699,28 @@ def _run_stages(cfg: BuildConf, work: Path) -> dict:
     if bank_is_current(cfg.out_dir(), entries, header):
         stats["unchanged"] = True
         return stats
+    refuse_under_later_versions(cfg.out_dir(), cfg.work_dir)
     save_bank(cfg.out_dir(), entries, config={"build": cfg.as_dict(), "stats": stats}, **header)
     return stats
+
+
+class BankHasVersionsError(PoolError):
+    """The build would rewrite a bank that later versions were made from."""
+
+
+def refuse_under_later_versions(out_dir: Path, work_dir: Path) -> None:
+    """A bank directory with ``v2/``... holds versions made from its top-level files by ``bank retire``
+    or ``bank supersede``; each names its parent's sha256. Writing a different build there would
+    change the base under them and break that chain, so it is refused. Nothing is lost: every stage
+    is kept in the work directory, and the same command with another ``bank.out_dir`` writes the
+    bank from it without generating anything again."""
+    later = sorted(n for n in version_dirs(out_dir) if n > 1)
+    if later:
+        raise BankHasVersionsError(
+            f"{out_dir} holds later versions (v{', v'.join(map(str, later))}) made from the bank there; "
+            f"this build's entries differ, and writing them would replace the version those were made from. "
+            f"Every stage is kept in {work_dir}: run the same command with another bank.out_dir to write "
+            f"the new bank without generating again")
 
 
 def bank_is_current(out_dir: Path, entries: list[dict], header: dict) -> bool:
@@ -703,8 +731,8 @@ def bank_is_current(out_dir: Path, entries: list[dict], header: dict) -> bool:
 
     if not (Path(out_dir) / "manifest.json").exists():
         return False
-    try:
-        bank = load_bank(out_dir)
+    try:  # the build's own files, not a later version made from them by `bank retire`
+        bank = load_bank(out_dir, version=header["version"])
     except BankError:
         return False  # damaged or stale: rewrite it
     m = bank.manifest

@@ -218,11 +218,20 @@ def bank_record(cfg: EvalConf, bank: MemoryBank | None = None) -> dict[str, Any]
         except BankError as exc:  # it loaded for the run; a bank changed since is worth saying, not failing
             return {**out, "error": str(exc)}
     m = bank.manifest
+    retired = sum(1 for e in bank.entries if e.status == "retired")
+    # "entries" counts what the version file holds; "live" what retrieval could return (retired ones are history)
     return {**out, "manifest_name": m.name, "version": m.version, "sha256": m.sha256, "entries": len(bank.entries),
+            "live_entries": len(bank.entries) - retired, "retired_entries": retired,
             "sources": list(m.sources), "summarizer": m.summarizer, "parent": m.parent,
             # which version directory was read, and whether the config pinned it (null: the newest)
             "version_path": str(bank.path), "pinned_version": cfg.bank.version,
             **({"parent_sha256": m.parent_sha256} if m.parent_sha256 else {})}
+
+
+def _entries_text(bank: Mapping[str, Any]) -> str:
+    """"3 entries, 1 retired": a retired entry stays in the version file but is never retrieved."""
+    retired = bank.get("retired_entries") or 0
+    return f"{bank['entries']} entries" + (f", {retired} retired" if retired else "")
 
 
 def sampling_record(cfg: EvalConf, lm: Any, results: Mapping[str, Any]) -> dict[str, Any]:
@@ -294,7 +303,7 @@ def format_record(record: Mapping[str, Any]) -> list[tuple[str, str]]:
         bank_text = f"{bank['name']} at {bank['path']}: {bank['error']}"
     else:
         bank_text = (f"{bank['name']} (manifest {bank['manifest_name']!r}, version {bank['version']}, "
-                     f"{bank['entries']} entries, sha256 {bank['sha256']}) at {bank['path']}")
+                     f"{_entries_text(bank)}, sha256 {bank['sha256']}) at {bank['path']}")
     model = record.get("model") or {}
     model_text = str(model.get("name"))
     if model.get("sha256"):
