@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -604,8 +605,6 @@ def test_a_rebuild_never_replaces_the_base_of_later_versions(built, tmp_path):
     """`bank retire` made v2 from the built bank; a build with other entries into the same directory is
     refused with the path and the way out, the bank is left as it was, and the same build into another
     bank.out_dir writes from the work directory without generating again."""
-    import shutil
-
     from memcollab_eval.bank.store import load_bank
     from memcollab_eval.bank.versions import Retirement, retire
 
@@ -629,3 +628,65 @@ def test_a_rebuild_never_replaces_the_base_of_later_versions(built, tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert load_bank(tmp_path / "rebuilt").manifest.notes == "rebuilt"
     assert {f: (work / f).read_bytes() for f in stages} == stages
+
+
+def test_trajectories_made_in_another_work_dir_are_taken_not_generated_again(built, tmp_path):
+    """One source per process: stop_after=trajectories in a work_dir of its own, then the main build takes
+    those records (trajectories_from) and generates only the rest; a directory of another pool or other
+    generation settings is refused with the file named."""
+    from memcollab_eval.bank.store import load_bank
+
+    tmp, paths = built
+    side, main = tmp_path / "side", tmp_path / "main"
+    _copy_pool(tmp, side)
+    _copy_pool(tmp, main)
+
+    def cmd(work: Path, out: Path, *extra: str, sources: str) -> list[str]:
+        base = [a for a in build_cmd(paths, work, out) if not a.startswith("sources=")]
+        return base + [f"sources=[{sources}]", *extra]
+
+    proc = subprocess.run(cmd(side, tmp_path / "side_bank", "method=self", "stop_after=trajectories",
+                              sources=paths["weak"]), capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "stopped after the trajectories stage" in proc.stdout and "no bank written" in proc.stdout
+    assert not (tmp_path / "side_bank").exists() and not (side / "verdicts.jsonl").exists()
+    side_records = {json.loads(x)["problem_id"]: json.loads(x) for x in (side / "trajectories.jsonl").read_text().splitlines()}
+    assert len(side_records) == 6 and {r["model"] for r in side_records.values()} == {paths["weak"]}
+
+    proc = subprocess.run(cmd(main, tmp_path / "bank", f"trajectories_from=[{side}]",
+                              sources=f"{paths['strong']},{paths['weak']}"),
+                          capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    mine = [json.loads(x) for x in (main / "trajectories.jsonl").read_text().splitlines()]
+    taken = [r for r in mine if r["model"] == paths["weak"]]
+    assert taken == [side_records[r["problem_id"]] for r in taken] and len(taken) == 6  # the records, as made
+    assert sum(r["model"] == paths["strong"] for r in mine) == 6  # the other source was generated here
+    stats = load_bank(tmp_path / "bank").manifest.config["stats"]
+    assert stats["trajectories_imported"] == 6
+    assert stats["pass_rate_by_model"] == {paths["strong"]: 1.0, paths["weak"]: 0.0}
+    # the same bank as a build that generated everything itself (the fixture's)
+    assert load_bank(tmp_path / "bank").manifest.sha256 == load_bank(tmp / "bank").manifest.sha256
+
+    other_pool = tmp_path / "other_pool"
+    shutil.copytree(side, other_pool)
+    lines = (other_pool / "pool.jsonl").read_text().splitlines()
+    (other_pool / "pool.jsonl").write_text("\n".join(lines[:-1]) + "\n")
+    batched = tmp_path / "batched"
+    shutil.copytree(side, batched)
+    (batched / "trajectories.meta.json").write_text(json.dumps({"batched": True, "protocol": "single_turn"}))
+    for src, message in ((other_pool, f"{other_pool / 'pool.jsonl'} is not the pool of this build"),
+                         (batched, f"{batched / 'trajectories.meta.json'}: made with")):
+        work = tmp_path / f"w-{src.name}"
+        _copy_pool(tmp, work)
+        proc = subprocess.run(cmd(work, tmp_path / f"b-{src.name}", f"trajectories_from=[{src}]",
+                                  sources=f"{paths['strong']},{paths['weak']}"),
+                              capture_output=True, text=True, timeout=300, cwd=tmp_path)
+        assert proc.returncode != 0 and message in proc.stderr, proc.stderr[-2000:]
+        assert not (work / "trajectories.jsonl").exists() or not (work / "trajectories.jsonl").read_text()
+
+
+@pytest.mark.parametrize("args, message", [(["stop_after=distill"], "stop_after 'distill' is not one of")])
+def test_stop_after_names_its_stages(args, message, tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "memcollab_eval.build", "bank.name=x", f"work_dir={tmp_path}",
+                           *args], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert proc.returncode != 0 and message in proc.stderr

@@ -87,6 +87,10 @@ class GatesConf:
     validate_max_broken: int = 1
 
 
+# the stages a build can stop after (stop_after): the ones that need no summarizer
+STOP_STAGES = ("pool", "trajectories", "verify")
+
+
 @dataclass
 class BuildBankConf:
     name: str = MISSING
@@ -121,6 +125,10 @@ class BuildConf:
     categorizer: str = "keywords"
     categorizer_model: Optional[str] = None
     categorizer_scan: int = 400  # categorizer=llm: held-out candidates asked per training source, at most
+    # several processes for one pool (construct/imports.py): stop after a stage, and take the trajectories
+    # other work directories made for the same pool and settings instead of generating them again
+    stop_after: Optional[str] = None  # pool | trajectories | verify
+    trajectories_from: list[str] = field(default_factory=list)
 
     def sandbox_config(self) -> SandboxConfig:
         return to_runtime(self.sandbox)
@@ -193,6 +201,8 @@ class BuildConf:
             errors.append(f"categorizer {self.categorizer!r} is not one of {list(CATEGORIZER_KINDS)}")
         elif self.categorizer_model is not None and self.categorizer != "llm":
             errors.append("categorizer_model is set but categorizer is 'keywords': it names the model of categorizer=llm")
+        if self.stop_after is not None and self.stop_after not in STOP_STAGES:
+            errors.append(f"stop_after {self.stop_after!r} is not one of {list(STOP_STAGES)}")
         if self.categorizer_scan < 1:
             errors.append("categorizer_scan must be >= 1")
         if len(set(self.sources)) != len(self.sources):

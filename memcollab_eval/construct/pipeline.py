@@ -60,6 +60,7 @@ from memcollab_eval.construct.distill import (
     retry_prompt,
 )
 from memcollab_eval.construct.entry_lint import about_difference, lint_entry, restates_itself
+from memcollab_eval.construct.imports import import_trajectories, imported_total
 from memcollab_eval.construct.labels import Label, check_problems, labels_sha256, read_labels
 from memcollab_eval.construct.open_task import is_open_ended, reference_text, task_spec
 from memcollab_eval.construct.pools import PoolError, PoolProblem, build_pool
@@ -182,6 +183,12 @@ def stage_trajectories(cfg: BuildConf, problems: list[PoolProblem], work: Path,
     path = work / "trajectories.jsonl"
     check_generation_settings(cfg, work)
     done = {t.key: t for t in map(Trajectory.from_json, read_records(path, Trajectory.REQUIRED))}
+    if cfg.trajectories_from:
+        ids = {p.id for p in problems}
+        taken = import_trajectories(work, cfg.trajectories_from, generation_settings(cfg), done,
+                                    lambda k: k[0] in ids and k[1] in cfg.sources and k[2] < cfg.method.samples)
+        for name, n in taken.items():
+            log.info("took %d trajectories from %s", n, name)
     for model in cfg.sources:
         todo = [(p, s) for p in problems for s in range(cfg.method.samples) if (p.id, model, s) not in done]
         if not todo:
@@ -642,6 +649,11 @@ def exclusive(work: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+def stopped(cfg: BuildConf, stage: str, **counts: int) -> dict:
+    """What a build that stopped early (``stop_after``) has in its work directory; no bank is written."""
+    return {"stopped_after": stage, "work_dir": str(cfg.work_dir), **counts}
+
+
 def run_build(cfg: BuildConf) -> dict:
     """Run (or resume) every stage and write the bank; returns the build statistics."""
     work = Path(cfg.work_dir)
@@ -658,8 +670,14 @@ def _run_stages(cfg: BuildConf, work: Path) -> dict:
     retag = pool_categorizer(cfg, work, models)
     if retag is not None:
         problems = retag.apply(problems)
+    if cfg.stop_after == "pool":
+        return stopped(cfg, "pool", problems=len(problems))
     trajs = stage_trajectories(cfg, problems, work, models)
+    if cfg.stop_after == "trajectories":
+        return stopped(cfg, "trajectories", problems=len(problems), trajectories=len(trajs))
     verdicts = stage_verify(cfg, problems, trajs, work)
+    if cfg.stop_after == "verify":
+        return stopped(cfg, "verify", problems=len(problems), trajectories=len(trajs), verdicts=len(verdicts))
     identities = {name: load_target(name).identity for name in {*cfg.sources, cfg.summarizer}}
     judgments = labels = None
     if cfg.preference.name == "judge":
@@ -681,6 +699,9 @@ def _run_stages(cfg: BuildConf, work: Path) -> dict:
         entries, validation = stage_validate(cfg, problems, entries, work, models, retag)
         rejected["failed_validation"] = validation.pop("_dropped_entries")
     stats = build_stats(cfg, problems, trajs, verdicts, skipped, distilled, entries, rejected)
+    imported = imported_total(work)
+    if imported:  # their seconds and tokens are in the figures above: they are the records' own
+        stats["trajectories_imported"] = imported
     if validation is not None:
         stats["validation"] = {"target": load_target(cfg.validation_target()).identity, "groups": validation}
     if evidence_report is not None:
