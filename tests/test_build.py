@@ -341,6 +341,9 @@ def test_corrupted_stage_line_is_reported_with_file_and_line(built, tmp_path):
         (["pool=nope"], "unknown pool 'nope'"),
         (["sources=[qwen25_coder_05b]"], "needs at least two source models"),
         (["method=self"], "built from exactly one model"),
+        (["gates.validate_rule=bayes"], "gates.validate_rule 'bayes' is not one of ['net', 'sign_test']"),
+        (["gates.validate_alpha=1.5"], "gates.validate_alpha must lie between 0 and 1"),
+        (["stop_after=distill"], "stop_after 'distill' is not one of ['pool', 'trajectories', 'verify']"),
     ],
 )
 def test_build_config_errors(args, message, tmp_path):
@@ -685,8 +688,55 @@ def test_trajectories_made_in_another_work_dir_are_taken_not_generated_again(bui
         assert not (work / "trajectories.jsonl").exists() or not (work / "trajectories.jsonl").read_text()
 
 
-@pytest.mark.parametrize("args, message", [(["stop_after=distill"], "stop_after 'distill' is not one of")])
-def test_stop_after_names_its_stages(args, message, tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "memcollab_eval.build", "bank.name=x", f"work_dir={tmp_path}",
-                           *args], capture_output=True, text=True, timeout=120, cwd=tmp_path)
-    assert proc.returncode != 0 and message in proc.stderr
+def test_sign_test_rule():
+    from memcollab_eval.construct.evidence import HeldoutRule, sign_test_p
+
+    assert sign_test_p(0, 0) == 1.0 and sign_test_p(1, 0) == 0.5 and sign_test_p(5, 0) == 1 / 32
+    assert sign_test_p(6, 1) == 8 / 128 and sign_test_p(7, 1) == 9 / 256 and sign_test_p(1, 3) == 15 / 16
+    net, sign = HeldoutRule("net", 1, 1), HeldoutRule("sign_test", alpha=0.05)
+    assert net.admits(1, 0) and net.admits(3, 1) and not net.admits(3, 2) and not net.admits(1, 1)
+    assert not sign.admits(1, 0) and not sign.admits(4, 0) and sign.admits(5, 0)
+    assert not sign.admits(6, 1) and sign.admits(7, 1) and not sign.admits(0, 0)
+    assert "p <= 0.05" in sign.text() and net.text() == "fixed - broken >= 1 and broken <= 1"
+
+
+def test_heldout_sign_test_rule_reuses_the_outcomes_and_records_p(built, tmp_path):
+    """gates.validate_rule=sign_test judges the same held-out outcomes by an exact sign test: 2 fixed and 0
+    broken (p = 0.25) pass the count rule but not alpha 0.05; with alpha 0.3 they pass, and the evidence
+    carries p. Changing the rule generates nothing again."""
+    from memcollab_eval.bank.store import load_bank
+    from memcollab_eval.construct import validate
+
+    tmp, paths = built
+    bank = load_bank(tmp / "bank")
+    heldout = validate.heldout_problems({"math_train": 2, "gsm8k_train": 2, "mbpp_train": 2}, _pool(tmp),
+                                        str(pool_dir()), 1234, {e.category for e in bank.entries}, 2)
+    helped = _memory_only_double(tmp_path, "helped", [p for ps in heldout.values() for p in ps])
+    work = tmp_path / "work"
+    _copy_pool(tmp, work)
+    for f in ("trajectories.jsonl", "trajectories.meta.json", "verdicts.jsonl", "distill.jsonl"):
+        if (tmp / "work" / f).exists():
+            (work / f).write_bytes((tmp / "work" / f).read_bytes())
+    base = build_cmd(paths, work, tmp_path / "unused")[:-len(LEGACY_GATES)] + \
+        _legacy_without("gates.validate", "gates.validate_unit", "gates.validate_per_category") + \
+        ["gates.validate=true", "gates.validate_unit=lesson", "gates.validate_per_category=2",
+         f"gates.validate_target={helped}"]
+    results, outcomes = {}, []
+    for name, rule in (("net", []), ("sign05", ["gates.validate_rule=sign_test"]),
+                       ("sign30", ["gates.validate_rule=sign_test", "gates.validate_alpha=0.3"])):
+        out = tmp_path / f"bank-{name}"
+        cmd = [a if not a.startswith("bank.out_dir=") else f"bank.out_dir={out}" for a in base] + rule
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        results[name] = load_bank(out)
+        outcomes.append((work / "validation_lessons.jsonl").read_bytes())
+    assert outcomes[0] == outcomes[1] == outcomes[2]
+    n = len(bank.entries)
+    assert len(results["net"].entries) == n and len(results["sign05"].entries) == 0
+    assert results["sign05"].manifest.config["stats"]["rejected"]["failed_heldout"] == n
+    assert len(results["sign30"].entries) == n
+    for e in results["sign30"].entries:
+        held = e.evidence["heldout"]
+        assert len(held["fixed"]) == 2 and held["broken"] == [] and held["p_value"] == 0.25
+        assert held["rule"] == "one-sided exact sign test on fixed vs broken, p <= 0.3"
+    assert "p_value" not in results["net"].entries[0].evidence["heldout"]

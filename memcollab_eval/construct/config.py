@@ -13,6 +13,7 @@ from memcollab_eval.agent.protocol import AgentConfig
 from memcollab_eval.categorize_llm import KINDS as CATEGORIZER_KINDS
 from memcollab_eval.config import AgentConfigNode, SandboxConfigNode, protocol_problems, runtime_problems, to_runtime
 from memcollab_eval.construct.distill import JUDGED_PROMPT_VERSIONS, PROMPT_VERSIONS
+from memcollab_eval.construct.evidence import HELDOUT_RULES, HeldoutRule
 from memcollab_eval.construct.judge import RUBRIC_VERSIONS, SCORE_RANGE
 from memcollab_eval.construct.preference import SIGNALS
 from memcollab_eval.verify import SandboxConfig
@@ -85,6 +86,11 @@ class GatesConf:
     # lesson unit: admitted when fixed - broken >= validate_min_net and broken <= validate_max_broken
     validate_min_net: int = 1
     validate_max_broken: int = 1
+    validate_rule: str = "net"  # net (the two counts above) | sign_test (exact, one-sided, p <= validate_alpha)
+    validate_alpha: float = 0.05
+
+    def heldout_rule(self) -> HeldoutRule:
+        return HeldoutRule(self.validate_rule, self.validate_min_net, self.validate_max_broken, self.validate_alpha)
 
 
 # the stages a build can stop after (stop_after): the ones that need no summarizer
@@ -195,6 +201,10 @@ class BuildConf:
             errors.append("gates.resolve_min_pass must lie between 1 and gates.resolve_samples")
         if self.gates.validate_unit not in ("lesson", "category"):
             errors.append(f"gates.validate_unit {self.gates.validate_unit!r} is not one of ['lesson', 'category']")
+        if self.gates.validate_rule not in HELDOUT_RULES:
+            errors.append(f"gates.validate_rule {self.gates.validate_rule!r} is not one of {list(HELDOUT_RULES)}")
+        if not 0 < self.gates.validate_alpha < 1:
+            errors.append("gates.validate_alpha must lie between 0 and 1")
         if self.gates.validate and self.gates.validate_per_category < 1:
             errors.append("gates.validate_per_category must be >= 1")
         if self.categorizer not in CATEGORIZER_KINDS:

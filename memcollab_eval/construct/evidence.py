@@ -13,7 +13,9 @@ Two checks ask the question the lint cannot, "does this lesson help anyone?":
 * **Held-out paired validation, per lesson.** The target (the weakest source by default)
   answers ``validate_per_category`` unseen training problems of the lesson's category
   (outside the pool and every evaluation set) without and with the lesson. Admitted when
-  fixed - broken >= ``validate_min_net`` and broken <= ``validate_max_broken``.
+  fixed - broken >= ``validate_min_net`` and broken <= ``validate_max_broken`` (``validate_rule=net``),
+  or when a one-sided exact sign test on fixed vs broken gives p <= ``validate_alpha``
+  (``validate_rule=sign_test``).
 
 Every outcome is a JSONL record in the work directory (``resolve.jsonl``,
 ``validation_lessons.jsonl``), so an interrupted build resumes without regenerating, and each
@@ -23,6 +25,7 @@ admitted entry carries its evidence (results and problem ids) into the bank.
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -115,6 +118,40 @@ def resolve_lessons(candidates: Sequence[tuple[dict, str]], problems: dict[str, 
     return out
 
 
+HELDOUT_RULES = ("net", "sign_test")
+
+
+def sign_test_p(fixed: int, broken: int) -> float:
+    """One-sided exact sign test on the discordant pairs: the chance of at least ``fixed`` fixes among
+    ``fixed + broken`` flips if the lesson were as likely to break as to fix (each flip a fair coin).
+    1.0 when nothing flipped."""
+    n = fixed + broken
+    return sum(math.comb(n, k) for k in range(fixed, n + 1)) / 2 ** n if n else 1.0
+
+
+@dataclass(frozen=True)
+class HeldoutRule:
+    """When held-out flips admit a lesson. ``net``: fixed - broken >= min_net and broken <= max_broken
+    (a count rule: on 10 problems, 1 fix and 0 breaks passes, which noise alone often gives).
+    ``sign_test``: the exact sign test's p <= alpha (5 fixed and 0 broken give p = 0.031, so it asks
+    for more problems per category)."""
+
+    kind: str = "net"
+    min_net: int = 1
+    max_broken: int = 1
+    alpha: float = 0.05
+
+    def admits(self, fixed: int, broken: int) -> bool:
+        if self.kind == "sign_test":
+            return fixed > broken and sign_test_p(fixed, broken) <= self.alpha
+        return fixed - broken >= self.min_net and broken <= self.max_broken
+
+    def text(self) -> str:
+        if self.kind == "sign_test":
+            return f"one-sided exact sign test on fixed vs broken, p <= {self.alpha}"
+        return f"fixed - broken >= {self.min_net} and broken <= {self.max_broken}"
+
+
 @dataclass(frozen=True)
 class HeldoutOutcome:
     key: str
@@ -122,12 +159,15 @@ class HeldoutOutcome:
     fixed: tuple[str, ...]
     broken: tuple[str, ...]
 
-    def admitted(self, min_net: int, max_broken: int) -> bool:
-        return len(self.fixed) - len(self.broken) >= min_net and len(self.broken) <= max_broken
+    def admitted(self, rule: HeldoutRule) -> bool:
+        return rule.admits(len(self.fixed), len(self.broken))
 
-    def evidence(self, identity: str, min_net: int, max_broken: int) -> dict[str, Any]:
-        return {"target": identity, "problems": list(self.problems), "fixed": list(self.fixed),
-                "broken": list(self.broken), "rule": f"fixed - broken >= {min_net} and broken <= {max_broken}"}
+    def evidence(self, identity: str, rule: HeldoutRule) -> dict[str, Any]:
+        out = {"target": identity, "problems": list(self.problems), "fixed": list(self.fixed),
+               "broken": list(self.broken), "rule": rule.text()}
+        if rule.kind == "sign_test":
+            out["p_value"] = round(sign_test_p(len(self.fixed), len(self.broken)), 6)
+        return out
 
 
 def validate_lessons(entries: Sequence[dict], heldout: dict[str, list[PoolProblem]], work: Path,
@@ -173,4 +213,4 @@ def validate_lessons(entries: Sequence[dict], heldout: dict[str, list[PoolProble
     return results, spent_seconds, spent_tokens
 
 
-__all__ = ["HeldoutOutcome", "ResolveOutcome", "lesson_key", "resolve_lessons", "validate_lessons", "with_lesson"]
+__all__ = ["HELDOUT_RULES", "HeldoutOutcome", "HeldoutRule", "sign_test_p", "ResolveOutcome", "lesson_key", "resolve_lessons", "validate_lessons", "with_lesson"]

@@ -605,18 +605,17 @@ def stage_evidence(cfg: BuildConf, problems: list[PoolProblem], entries: list[di
             admitted, heldout, work, _generate_fn(models.get(target)),
             lambda spec: cfg.gen_kwargs(spec.max_gen_toks, seed=cfg.seed), sandbox)
         kept = []
+        rule = g.heldout_rule()
         for e in admitted:
             o = outcomes[evidence.lesson_key(e)]
-            if o.admitted(g.validate_min_net, g.validate_max_broken):
-                kept.append({**e, "evidence": {**(e.get("evidence") or {}),
-                                               "heldout": o.evidence(identity, g.validate_min_net,
-                                                                     g.validate_max_broken)}})
+            if o.admitted(rule):
+                kept.append({**e, "evidence": {**(e.get("evidence") or {}), "heldout": o.evidence(identity, rule)}})
             else:
                 rejected["failed_heldout"] += 1
         report["heldout"] = {
             "target": identity, "problems_per_category": {c: len(heldout.get(c, [])) for c in sorted(categories)},
             "tried": len(admitted), "admitted": len(kept),
-            "rule": f"fixed - broken >= {g.validate_min_net} and broken <= {g.validate_max_broken}",
+            "rule": rule.text(),
             "seconds": round(seconds, 1), "completion_tokens": tokens}
         admitted = kept
     renumbered = [{**e, "id": f"{cfg.bank.name}-{i:04d}"} for i, e in enumerate(admitted, start=1)]
