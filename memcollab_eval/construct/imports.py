@@ -69,6 +69,8 @@ def check_source(work: Path, other: Path, wanted: dict[str, Any]) -> None:
         raise TrajectoryImportError(f"trajectories_from: {theirs} is not the pool of this build ({ours}); "
                            f"only trajectories of the same pool (same pool config and seed) can be taken")
     have = stored_settings(other)
+    if have is None:
+        raise TrajectoryImportError(f"trajectories_from: {other / 'trajectories.jsonl'} holds no trajectories yet")
     if have != wanted:
         raise TrajectoryImportError(f"trajectories_from: {other / 'trajectories.meta.json'}: made with "
                            f"{json.dumps(have, sort_keys=True)}, this build makes {json.dumps(wanted, sort_keys=True)}")
