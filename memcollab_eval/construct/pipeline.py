@@ -183,13 +183,13 @@ def stage_trajectories(cfg: BuildConf, problems: list[PoolProblem], work: Path,
     path = work / "trajectories.jsonl"
     check_generation_settings(cfg, work)
     done = {t.key: t for t in map(Trajectory.from_json, read_records(path, Trajectory.REQUIRED))}
-    if cfg.trajectories_from:
-        ids = {p.id for p in problems}
-        taken = import_trajectories(work, cfg.trajectories_from, generation_settings(cfg), done,
-                                    lambda k: k[0] in ids and k[1] in cfg.sources and k[2] < cfg.method.samples)
-        for name, n in taken.items():
-            log.info("took %d trajectories from %s", n, name)
+    ids = {p.id for p in problems}
     for model in cfg.sources:
+        if cfg.trajectories_from:  # again before each source: the other process may have made more since
+            taken = import_trajectories(work, cfg.trajectories_from, generation_settings(cfg), done,
+                                        lambda k: k[0] in ids and k[1] in cfg.sources and k[2] < cfg.method.samples)
+            for name, n in taken.items():
+                log.info("took %d trajectories from %s", n, name)
         todo = [(p, s) for p in problems for s in range(cfg.method.samples) if (p.id, model, s) not in done]
         if not todo:
             continue
