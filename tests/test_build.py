@@ -343,7 +343,8 @@ def test_corrupted_stage_line_is_reported_with_file_and_line(built, tmp_path):
         (["method=self"], "built from exactly one model"),
         (["gates.validate_rule=bayes"], "gates.validate_rule 'bayes' is not one of ['net', 'sign_test']"),
         (["gates.validate_alpha=1.5"], "gates.validate_alpha must lie between 0 and 1"),
-        (["stop_after=distill"], "stop_after 'distill' is not one of ['pool', 'trajectories', 'verify']"),
+        (["stop_after=bank"], "stop_after 'bank' is not one of ['pool', 'trajectories', 'verify', 'distill']"),
+        (["work_order=backwards"], "work_order 'backwards' is not one of ['forward', 'reverse']"),
     ],
 )
 def test_build_config_errors(args, message, tmp_path):
@@ -740,3 +741,102 @@ def test_heldout_sign_test_rule_reuses_the_outcomes_and_records_p(built, tmp_pat
         assert len(held["fixed"]) == 2 and held["broken"] == [] and held["p_value"] == 0.25
         assert held["rule"] == "one-sided exact sign test on fixed vs broken, p <= 0.3"
     assert "p_value" not in results["net"].entries[0].evidence["heldout"]
+
+
+def _imported(work: Path, log_name: str) -> int:
+    log_path = work / log_name
+    return sum(json.loads(x)["records"] for x in log_path.read_text().splitlines()) if log_path.exists() else 0
+
+
+def test_two_processes_share_one_source_by_meeting_in_the_middle(built, tmp_path):
+    """The strong source's trajectories made by two processes at once: the main build forward, a side
+    build in reverse (work_order=reverse), each taking the other's records before every batch. Both
+    generate some, together they make each record about once, and the bank is the one-process bank."""
+    from memcollab_eval.bank.store import load_bank
+
+    tmp, _ = built
+    paths = write_doubles(tmp_path, delay=3.0)
+    side, main = tmp_path / "side", tmp_path / "main"
+    _copy_pool(tmp, side)
+    _copy_pool(tmp, main)
+    side_cmd = [a for a in build_cmd(paths, side, tmp_path / "side_bank") if not a.startswith("sources=")]
+    side_cmd += [f"sources=[{paths['strong']}]", "method=self", "stop_after=trajectories", "work_order=reverse",
+                 f"trajectories_from=[{main}]"]
+    side_proc = subprocess.Popen(side_cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and not (side / "trajectories.jsonl").exists():
+        time.sleep(0.05)
+    main_proc = subprocess.run(build_cmd(paths, main, tmp_path / "bank") + [f"trajectories_from=[{side}]"],
+                               capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    _, side_err = side_proc.communicate(timeout=300)
+    assert side_proc.returncode == 0, side_err[-2000:]
+    assert main_proc.returncode == 0, main_proc.stderr[-2000:]
+    main_made = 6 - _imported(main, "trajectories.imports.jsonl")  # strong records the main build generated
+    side_made = 6 - _imported(side, "trajectories.imports.jsonl")
+    assert main_made >= 1 and side_made >= 1, (main_made, side_made)
+    assert main_made + side_made <= 8  # at most one batch each made twice, where they met
+    first = [json.loads(x)["problem_id"] for x in (side / "trajectories.jsonl").read_text().splitlines()][0]
+    assert first == _pool(tmp)[-1].id  # the side process started at the end of the list
+    assert load_bank(tmp_path / "bank").manifest.sha256 == load_bank(tmp / "bank").manifest.sha256
+
+
+def test_summarizer_replies_made_in_another_work_dir_are_taken(built, tmp_path):
+    """stop_after=distill in a side directory, then distill_from: the main build asks the summarizer nothing
+    and writes the one-process bank. Replies made with other settings, or for another text of the
+    pair, are not taken."""
+    from memcollab_eval.bank.store import load_bank
+
+    tmp, paths = built
+
+    def with_trajectories(work: Path) -> None:
+        _copy_pool(tmp, work)
+        for f in ("trajectories.jsonl", "trajectories.meta.json"):
+            if (tmp / "work" / f).exists():
+                (work / f).write_bytes((tmp / "work" / f).read_bytes())
+
+    side, main = tmp_path / "side", tmp_path / "main"
+    with_trajectories(side)
+    with_trajectories(main)
+    proc = subprocess.run(build_cmd(paths, side, tmp_path / "side_bank") + ["stop_after=distill", "work_order=reverse"],
+                          capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert proc.returncode == 0 and "stopped after the distill stage" in proc.stdout, proc.stderr[-2000:]
+    replies = (side / "distill.jsonl").read_text().splitlines()
+    assert replies and not (tmp_path / "side_bank").exists()
+    assert json.loads((side / "distill.meta.json").read_text())["summarizer"] == paths["summarizer"]
+
+    proc = subprocess.run(build_cmd(paths, main, tmp_path / "bank") + [f"distill_from=[{side}]"],
+                          capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert _imported(main, "distill.imports.jsonl") == len(replies)  # every reply taken, none asked for again
+    assert (main / "distill.jsonl").read_text().splitlines() == replies
+    bank = load_bank(tmp_path / "bank")
+    assert bank.manifest.sha256 == load_bank(tmp / "bank").manifest.sha256
+    assert bank.manifest.config["stats"]["distill_replies_imported"] == len(replies)
+
+    # other settings: refused, with the file named
+    other = tmp_path / "other"
+    shutil.copytree(side, other)
+    meta = json.loads((other / "distill.meta.json").read_text())
+    (other / "distill.meta.json").write_text(json.dumps({**meta, "temperature": 0.3}))
+    fresh = tmp_path / "fresh"
+    with_trajectories(fresh)
+    proc = subprocess.run(build_cmd(paths, fresh, tmp_path / "b2") + [f"distill_from=[{other}]"],
+                          capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert proc.returncode != 0 and f"{other / 'distill.meta.json'}: made with" in proc.stderr, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+
+    # another text of a pair's trajectory there: its replies are not taken, the rest are
+    edited = tmp_path / "edited"
+    shutil.copytree(side, edited)
+    lines = [json.loads(x) for x in (edited / "trajectories.jsonl").read_text().splitlines()]
+    weak = next(r for r in lines if r["model"] == paths["weak"])
+    weak["text"] += " (edited)"
+    (edited / "trajectories.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+    fresh2 = tmp_path / "fresh2"
+    with_trajectories(fresh2)
+    proc = subprocess.run(build_cmd(paths, fresh2, tmp_path / "b3") + [f"distill_from=[{edited}]"],
+                          capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    taken = _imported(fresh2, "distill.imports.jsonl")
+    assert taken == len(replies) - sum(weak["problem_id"] in json.loads(r)["pair"] for r in replies)
+    assert load_bank(tmp_path / "b3").manifest.sha256 == load_bank(tmp / "bank").manifest.sha256

@@ -93,8 +93,11 @@ class GatesConf:
         return HeldoutRule(self.validate_rule, self.validate_min_net, self.validate_max_broken, self.validate_alpha)
 
 
-# the stages a build can stop after (stop_after): the ones that need no summarizer
-STOP_STAGES = ("pool", "trajectories", "verify")
+# the stages a build can stop after (stop_after): the ones another process can take over from a side directory
+STOP_STAGES = ("pool", "trajectories", "verify", "distill")
+# the order the generating stages take their to-do lists in: a second process with the other order meets the
+# first in the middle (trajectories_from / distill_from both ways), so two cores share one source or one summarizer
+WORK_ORDERS = ("forward", "reverse")
 
 
 @dataclass
@@ -133,8 +136,10 @@ class BuildConf:
     categorizer_scan: int = 400  # categorizer=llm: held-out candidates asked per training source, at most
     # several processes for one pool (construct/imports.py): stop after a stage, and take the trajectories
     # other work directories made for the same pool and settings instead of generating them again
-    stop_after: Optional[str] = None  # pool | trajectories | verify
+    stop_after: Optional[str] = None  # pool | trajectories | verify | distill
     trajectories_from: list[str] = field(default_factory=list)
+    distill_from: list[str] = field(default_factory=list)  # summarizer replies made in other work directories
+    work_order: str = "forward"  # forward | reverse: the order trajectories and distillation take their to-do lists
 
     def sandbox_config(self) -> SandboxConfig:
         return to_runtime(self.sandbox)
@@ -213,6 +218,8 @@ class BuildConf:
             errors.append("categorizer_model is set but categorizer is 'keywords': it names the model of categorizer=llm")
         if self.stop_after is not None and self.stop_after not in STOP_STAGES:
             errors.append(f"stop_after {self.stop_after!r} is not one of {list(STOP_STAGES)}")
+        if self.work_order not in WORK_ORDERS:
+            errors.append(f"work_order {self.work_order!r} is not one of {list(WORK_ORDERS)}")
         if self.categorizer_scan < 1:
             errors.append("categorizer_scan must be >= 1")
         if len(set(self.sources)) != len(self.sources):

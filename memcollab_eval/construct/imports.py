@@ -1,4 +1,4 @@
-"""Trajectories made by another build's process, taken into this build's work directory.
+"""Trajectories and summarizer replies made by another build's process, taken into this build's work directory.
 
 Why: a pool of a few hundred problems takes hours of one CPU core per source model, and one work
 directory admits one build at a time (its lock). With ``stop_after=trajectories`` each source can be
@@ -11,6 +11,12 @@ same generation settings (``trajectories.meta.json``); otherwise the build stops
 Records keep their own seconds and token counts, so the manifest's costs still count them, and each
 import is logged in ``trajectories.imports.jsonl``. The other directory is only read: a build may
 still be writing there (a torn last line is skipped, not truncated).
+
+Two processes can share one source model or the summarizer: one takes its to-do list forward,
+the other in reverse (``work_order=reverse``), each taking the other's records before every batch,
+so they meet in the middle. Summarizer replies (``distill_from``) are taken only from a directory
+whose distillation settings (``distill.meta.json``) are this build's, with the same prompt version,
+and only for a pair whose two trajectories there are this build's, text for text.
 """
 
 from __future__ import annotations
@@ -22,14 +28,20 @@ from pathlib import Path
 from typing import Any
 
 from memcollab_eval.construct.pools import PoolError
-from memcollab_eval.construct.records import Key, Trajectory
-from memcollab_eval.jsonl_store import StageFileError, append_records
+from memcollab_eval.construct.records import DistillRecord, Key, Trajectory
+from memcollab_eval.jsonl_store import StageFileError, append_records, write_atomic
 
 IMPORT_LOG = "trajectories.imports.jsonl"
+DISTILL_IMPORT_LOG = "distill.imports.jsonl"
+DISTILL_META = "distill.meta.json"
 
 
 class TrajectoryImportError(PoolError):
     """Another work directory's trajectories cannot be taken into this build."""
+
+
+class DistillImportError(PoolError):
+    """Summarizer replies made with other settings: not taken, and not mixed into one directory."""
 
 
 def stored_settings(work: Path) -> dict[str, Any] | None:
@@ -60,20 +72,22 @@ def complete_records(path: Path) -> Iterable[tuple[int, dict[str, Any]]]:
         yield number, record
 
 
-def check_source(work: Path, other: Path, wanted: dict[str, Any]) -> None:
-    """Refuse a directory whose records could differ from this build's."""
-    if not (other / "trajectories.jsonl").exists():
-        raise TrajectoryImportError(f"trajectories_from: {other} has no trajectories.jsonl")
+def check_source(work: Path, other: Path, wanted: dict[str, Any]) -> bool:
+    """Refuse a directory whose records could differ from this build's; False when it holds none
+    yet (a process started beside this one may not have written any: it is looked at again later)."""
+    if not other.is_dir():
+        raise TrajectoryImportError(f"trajectories_from: {other} is not a directory")
     ours, theirs = work / "pool.jsonl", other / "pool.jsonl"
-    if not theirs.exists() or theirs.read_bytes() != ours.read_bytes():
+    if theirs.exists() and theirs.read_bytes() != ours.read_bytes():
         raise TrajectoryImportError(f"trajectories_from: {theirs} is not the pool of this build ({ours}); "
                            f"only trajectories of the same pool (same pool config and seed) can be taken")
     have = stored_settings(other)
-    if have is None:
-        raise TrajectoryImportError(f"trajectories_from: {other / 'trajectories.jsonl'} holds no trajectories yet")
+    if have is None or not theirs.exists() or not (other / "trajectories.jsonl").exists():
+        return False
     if have != wanted:
         raise TrajectoryImportError(f"trajectories_from: {other / 'trajectories.meta.json'}: made with "
                            f"{json.dumps(have, sort_keys=True)}, this build makes {json.dumps(wanted, sort_keys=True)}")
+    return True
 
 
 def import_trajectories(work: Path, others: list[str], wanted: dict[str, Any], done: dict[Key, Trajectory],
@@ -85,7 +99,9 @@ def import_trajectories(work: Path, others: list[str], wanted: dict[str, Any], d
         other = Path(name)
         if other.resolve() == work.resolve():
             raise TrajectoryImportError(f"trajectories_from: {other} is this build's own work_dir")
-        check_source(work, other, wanted)
+        if not check_source(work, other, wanted):
+            taken[name] = 0
+            continue
         path = other / "trajectories.jsonl"
         new: list[Trajectory] = []
         for number, record in complete_records(path):
@@ -98,16 +114,86 @@ def import_trajectories(work: Path, others: list[str], wanted: dict[str, Any], d
                 done[traj.key] = traj
                 new.append(traj)
         append_records(work / "trajectories.jsonl", [t.to_json() for t in new])
-        if new:
-            append_records(work / IMPORT_LOG, [{"from": str(other.resolve()), "records": len(new),
-                                                "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}])
+        log_import(work, IMPORT_LOG, other, len(new))
         taken[name] = len(new)
     return taken
 
 
-def imported_total(work: Path) -> int:
-    """Trajectories this work directory took from others, over every invocation."""
-    log_path = work / IMPORT_LOG
+def log_import(work: Path, log_name: str, other: Path, records: int) -> None:
+    if records:
+        append_records(work / log_name, [{"from": str(other.resolve()), "records": records,
+                                          "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}])
+
+
+def check_distill_settings(work: Path, wanted: dict[str, Any]) -> None:
+    """Record this work directory's distillation settings on its first reply, and refuse to add
+    replies made with other settings to it (the prompt version is kept per reply, so a new version
+    is allowed: its replies never replace the old ones)."""
+    meta, path = work / DISTILL_META, work / "distill.jsonl"
+    if meta.exists():
+        have = json.loads(meta.read_text())
+        if have != wanted:
+            raise DistillImportError(f"{meta}: this work directory's replies were made with "
+                                        f"{json.dumps(have, sort_keys=True)}, this build makes "
+                                        f"{json.dumps(wanted, sort_keys=True)}; use another work_dir")
+    elif not path.exists() or not path.stat().st_size:  # older directories' replies keep no settings file
+        write_atomic(meta, json.dumps(wanted, sort_keys=True))
+
+
+def import_distill(work: Path, others: list[str], wanted: dict[str, Any], version: str,
+                   done: dict[tuple[str, int], DistillRecord], pair_keys: dict[str, tuple[Key, ...]],
+                   trajs: dict[Key, Trajectory]) -> dict[str, int]:
+    """Append to ``work``'s ``distill.jsonl`` every reply of ``others`` for a pair of this build
+    (``pair_keys``: pair id -> its trajectory keys) that this build lacks; a reply is taken only
+    when the other directory's trajectories of its pair are this build's. Updates ``done``."""
+    taken: dict[str, int] = {}
+    for name in others:
+        other = Path(name)
+        if other.resolve() == work.resolve():
+            raise DistillImportError(f"distill_from: {other} is this build's own work_dir")
+        meta, path = other / DISTILL_META, other / "distill.jsonl"
+        if not other.is_dir():
+            raise DistillImportError(f"distill_from: {other} is not a directory")
+        if not meta.exists():
+            if path.exists() and path.stat().st_size:
+                raise DistillImportError(f"distill_from: {other} has replies but no {DISTILL_META} (made before "
+                                         "replies recorded their settings): they cannot be checked, so none is taken")
+            taken[name] = 0  # nothing made there yet: looked at again before the next batch
+            continue
+        have = json.loads(meta.read_text())
+        if have != wanted:
+            raise DistillImportError(f"distill_from: {meta}: made with {json.dumps(have, sort_keys=True)}, "
+                                        f"this build makes {json.dumps(wanted, sort_keys=True)}")
+        if not path.exists():
+            taken[name] = 0
+            continue
+        theirs: dict[Key, str] = {}
+        if (other / "trajectories.jsonl").exists():
+            theirs = {(r["problem_id"], r["model"], int(r["sample_idx"])): r["text"]
+                      for _, r in complete_records(other / "trajectories.jsonl") if "text" in r}
+        new: list[DistillRecord] = []
+        for number, record in complete_records(path):
+            try:
+                reply = DistillRecord.from_json(record)
+            except ValueError as exc:
+                raise StageFileError(f"{path}:{number}: {exc}") from None
+            key = (reply.pair, reply.sample)
+            if reply.prompt_version != version or reply.pair not in pair_keys or key in done:
+                continue
+            if any(theirs.get(k) != trajs[k].text for k in pair_keys[reply.pair]):
+                continue  # the other directory distilled another text of this pair
+            done[key] = reply
+            new.append(reply)
+        append_records(work / "distill.jsonl", [r.to_json() for r in new])
+        log_import(work, DISTILL_IMPORT_LOG, other, len(new))
+        taken[name] = len(new)
+    return taken
+
+
+def imported_total(work: Path, log_name: str = IMPORT_LOG) -> int:
+    """Records this work directory took from others (trajectories, or with ``DISTILL_IMPORT_LOG``
+    summarizer replies), over every invocation."""
+    log_path = work / log_name
     if not log_path.exists():
         return 0
     return sum(int(r.get("records", 0)) for _, r in complete_records(log_path))

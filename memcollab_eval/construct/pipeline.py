@@ -60,7 +60,13 @@ from memcollab_eval.construct.distill import (
     retry_prompt,
 )
 from memcollab_eval.construct.entry_lint import about_difference, lint_entry, restates_itself
-from memcollab_eval.construct.imports import import_trajectories, imported_total
+from memcollab_eval.construct.imports import (
+    DISTILL_IMPORT_LOG,
+    check_distill_settings,
+    import_distill,
+    import_trajectories,
+    imported_total,
+)
 from memcollab_eval.construct.labels import Label, check_problems, labels_sha256, read_labels
 from memcollab_eval.construct.open_task import is_open_ended, reference_text, task_spec
 from memcollab_eval.construct.pools import PoolError, PoolProblem, build_pool
@@ -178,19 +184,35 @@ def check_generation_settings(cfg: BuildConf, work: Path) -> None:
         write_atomic(meta, json.dumps(wanted, sort_keys=True))
 
 
+def in_work_order(cfg: BuildConf, items: list) -> list:
+    """A generating stage's to-do list in this process's order (``work_order``): a second process
+    taking it in reverse, and each taking the other's records before every batch, meets the first in
+    the middle instead of making the same records twice."""
+    return items[::-1] if cfg.work_order == "reverse" else items
+
+
 def stage_trajectories(cfg: BuildConf, problems: list[PoolProblem], work: Path,
                        models: ModelCache) -> dict[Key, Trajectory]:
     path = work / "trajectories.jsonl"
     check_generation_settings(cfg, work)
     done = {t.key: t for t in map(Trajectory.from_json, read_records(path, Trajectory.REQUIRED))}
     ids = {p.id for p in problems}
-    for model in cfg.sources:
-        if cfg.trajectories_from:  # again before each source: the other process may have made more since
-            taken = import_trajectories(work, cfg.trajectories_from, generation_settings(cfg), done,
-                                        lambda k: k[0] in ids and k[1] in cfg.sources and k[2] < cfg.method.samples)
-            for name, n in taken.items():
+    wanted = lambda k: k[0] in ids and k[1] in cfg.sources and k[2] < cfg.method.samples  # noqa: E731
+
+    def take_others() -> int:
+        """The records other processes made meanwhile (``trajectories_from``), before every batch."""
+        if not cfg.trajectories_from:
+            return 0
+        taken = import_trajectories(work, cfg.trajectories_from, generation_settings(cfg), done, wanted)
+        for name, n in taken.items():
+            if n:
                 log.info("took %d trajectories from %s", n, name)
-        todo = [(p, s) for p in problems for s in range(cfg.method.samples) if (p.id, model, s) not in done]
+        return sum(taken.values())
+
+    for model in cfg.sources:
+        take_others()
+        keys = in_work_order(cfg, [(p, s) for p in problems for s in range(cfg.method.samples)])
+        todo = [(p, s) for p, s in keys if (p.id, model, s) not in done]
         if not todo:
             continue
         lm = models.get(model)
@@ -198,8 +220,8 @@ def stage_trajectories(cfg: BuildConf, problems: list[PoolProblem], work: Path,
         if cfg.protocol == "agent":
             agent = AgentLM(lm, cfg.agent_config())
         with tqdm(total=len(todo), desc=f"trajectories {model}", unit="problem") as bar:
-            for start in range(0, len(todo), cfg.batch_size):
-                batch = todo[start:start + cfg.batch_size]
+            while todo:
+                batch = todo[:cfg.batch_size]
                 # each request carries its own seed, so one call per batch keeps per-sample seeds
                 # exact and lets a batching backend decode the batch together
                 requests = [(task_spec(p.benchmark).prompt(p.doc),
@@ -214,10 +236,12 @@ def stage_trajectories(cfg: BuildConf, problems: list[PoolProblem], work: Path,
                                       round(g.seconds, 3)) for (p, s), g in zip(batch, gens, strict=True)]
                 append_records(path, [t.to_json() for t in records])
                 done.update({t.key: t for t in records})
-                bar.update(len(batch))
+                take_others()
+                left = [(p, s) for p, s in todo if (p.id, model, s) not in done]
+                bar.update(len(todo) - len(left))
+                todo = left
     # a shared work directory also holds other builds' records: return this build's own
-    ids = {p.id for p in problems}
-    return {k: r for k, r in done.items() if k[0] in ids and k[1] in cfg.sources and k[2] < cfg.method.samples}
+    return {k: r for k, r in done.items() if wanted(k)}
 
 
 def stage_verify(cfg: BuildConf, problems: list[PoolProblem], trajs: dict[Key, Trajectory],
@@ -321,20 +345,40 @@ def preference_why(pair: Pair) -> str | None:
     return None
 
 
+def distill_settings(cfg: BuildConf) -> dict[str, Any]:
+    """What a summarizer reply depends on besides its pair, sample and prompt version
+    (``distill.meta.json``); the trajectories it reads are compared text for text on import."""
+    return {"summarizer": cfg.summarizer, "max_gen_toks": cfg.distill_max_gen_toks,
+            "temperature": cfg.distill_temperature, "seed": cfg.seed, "batched": cfg.batch_size > 1}
+
+
 def stage_distill(cfg: BuildConf, problems: list[PoolProblem], trajs: dict[Key, Trajectory],
                   verdicts: dict[Key, VerdictRecord], pairs: list[Pair], work: Path,
                   models: ModelCache) -> dict[str, list[DistillRecord]]:
     """``distill_samples`` candidate replies per pair: the first decoded as the build decodes,
     the others sampled (``distill_temperature``, seeded), so the gates have several lessons to
-    choose from. Returns each pair's records in sample order."""
+    choose from. Replies another process made for the same pairs (``distill_from``) are taken
+    before every batch. Returns each pair's records in sample order."""
     path = work / "distill.jsonl"
     version = cfg.distill_prompt_version
+    settings = distill_settings(cfg)
+    check_distill_settings(work, settings)
     # a reply made with another prompt version is not reused: the prompt changed
     done = {(r.pair, r.sample): r for r in map(DistillRecord.from_json, read_records(path, DistillRecord.REQUIRED))
             if r.prompt_version == version}
     samples = range(cfg.distill_samples)
     tag = signal_tag(cfg)
-    todo = [(p, s) for p in pairs for s in samples if (pair_id(p, tag), s) not in done]
+    pair_keys = {pair_id(p, tag): tuple(k for k in (p.preferred, p.unpreferred) if k is not None) for p in pairs}
+
+    def take_others() -> None:
+        if cfg.distill_from:
+            for name, n in import_distill(work, cfg.distill_from, settings, version, done, pair_keys, trajs).items():
+                if n:
+                    log.info("took %d summarizer replies from %s", n, name)
+
+    take_others()
+    every = in_work_order(cfg, [(p, s) for p in pairs for s in samples])
+    todo = [(p, s) for p, s in every if (pair_id(p, tag), s) not in done]
     if todo:
         by_id = {p.id: p for p in problems}
         lm = models.get(cfg.summarizer)
@@ -352,8 +396,8 @@ def stage_distill(cfg: BuildConf, problems: list[PoolProblem], trajs: dict[Key, 
             return prompt, kwargs
 
         with tqdm(total=len(todo), desc=f"distill with {cfg.summarizer}", unit="reply") as bar:
-            for start in range(0, len(todo), cfg.batch_size):  # one call per batch: a batching backend decodes it together
-                batch = todo[start:start + cfg.batch_size]
+            while todo:  # one call per batch: a batching backend decodes it together
+                batch = todo[:cfg.batch_size]
                 requests = [request(pair, sample) for pair, sample in batch]
                 replies = [[g] for g in generate_requests(lm, requests)]
                 lessons = [parse_lessons(r[0].text) for r in replies]
@@ -372,10 +416,14 @@ def stage_distill(cfg: BuildConf, problems: list[PoolProblem], trajs: dict[Key, 
                         sum(g.completion_tokens or 0 for g in got), sum(g.prompt_tokens or 0 for g in got), sample)
                     if not found:
                         log.warning("malformed summarizer reply for %s (skipped): %r", record.pair, got[0].text[:200])
-                    records.append(record)
-                    done[(record.pair, sample)] = record
+                    if (record.pair, sample) not in done:  # the other process may have taken this pair meanwhile
+                        records.append(record)
+                        done[(record.pair, sample)] = record
                 append_records(path, [r.to_json() for r in records])
-                bar.update(len(batch))
+                take_others()
+                left = [(p, s) for p, s in todo if (pair_id(p, tag), s) not in done]
+                bar.update(len(todo) - len(left))
+                todo = left
     return {pair_id(p, tag): [done[(pair_id(p, tag), s)] for s in samples] for p in pairs}  # this build's pairs only
 
 
@@ -689,6 +737,9 @@ def _run_stages(cfg: BuildConf, work: Path) -> dict:
     # per bank: several builds may share a work directory, and each has its own skip reasons
     write_atomic(work / f"no_pairs.{cfg.bank.name}.jsonl", "".join(json.dumps(asdict(s)) + "\n" for s in skipped))
     distilled = stage_distill(cfg, problems, trajs, verdicts, pairs, work, models)
+    if cfg.stop_after == "distill":
+        return stopped(cfg, "distill", problems=len(problems), trajectories=len(trajs), pairs=len(pairs),
+                       replies=sum(map(len, distilled.values())))
     entries, rejected, pair_of = assemble_entries(cfg, problems, trajs, pairs, distilled, identities)
     evidence_report = None
     if entries and (cfg.gates.resolve or (cfg.gates.validate and cfg.gates.validate_unit == "lesson")):
@@ -701,6 +752,9 @@ def _run_stages(cfg: BuildConf, work: Path) -> dict:
     imported = imported_total(work)
     if imported:  # their seconds and tokens are in the figures above: they are the records' own
         stats["trajectories_imported"] = imported
+    replies_imported = imported_total(work, DISTILL_IMPORT_LOG)
+    if replies_imported:
+        stats["distill_replies_imported"] = replies_imported
     if validation is not None:
         stats["validation"] = {"target": load_target(cfg.validation_target()).identity, "groups": validation}
     if evidence_report is not None:
