@@ -744,8 +744,9 @@ def test_heldout_sign_test_rule_reuses_the_outcomes_and_records_p(built, tmp_pat
 
 
 def _imported(work: Path, log_name: str) -> int:
-    log_path = work / log_name
-    return sum(json.loads(x)["records"] for x in log_path.read_text().splitlines()) if log_path.exists() else 0
+    from memcollab_eval.construct.imports import imported_total
+
+    return imported_total(work, log_name)
 
 
 def test_two_processes_share_one_source_by_meeting_in_the_middle(built, tmp_path):

@@ -72,11 +72,19 @@ def complete_records(path: Path) -> Iterable[tuple[int, dict[str, Any]]]:
         yield number, record
 
 
+def other_dir(work: Path, name: str, option: str, error: type[PoolError]) -> Path:
+    """The directory ``option`` names, refused when it is missing or this build's own."""
+    other = Path(name)
+    if other.resolve() == work.resolve():
+        raise error(f"{option}: {other} is this build's own work_dir")
+    if not other.is_dir():
+        raise error(f"{option}: {other} is not a directory")
+    return other
+
+
 def check_source(work: Path, other: Path, wanted: dict[str, Any]) -> bool:
     """Refuse a directory whose records could differ from this build's; False when it holds none
     yet (a process started beside this one may not have written any: it is looked at again later)."""
-    if not other.is_dir():
-        raise TrajectoryImportError(f"trajectories_from: {other} is not a directory")
     ours, theirs = work / "pool.jsonl", other / "pool.jsonl"
     if theirs.exists() and theirs.read_bytes() != ours.read_bytes():
         raise TrajectoryImportError(f"trajectories_from: {theirs} is not the pool of this build ({ours}); "
@@ -96,9 +104,7 @@ def import_trajectories(work: Path, others: list[str], wanted: dict[str, Any], d
     and does not have yet; updates ``done`` and returns the number taken per directory."""
     taken: dict[str, int] = {}
     for name in others:
-        other = Path(name)
-        if other.resolve() == work.resolve():
-            raise TrajectoryImportError(f"trajectories_from: {other} is this build's own work_dir")
+        other = other_dir(work, name, "trajectories_from", TrajectoryImportError)
         if not check_source(work, other, wanted):
             taken[name] = 0
             continue
@@ -148,12 +154,8 @@ def import_distill(work: Path, others: list[str], wanted: dict[str, Any], versio
     when the other directory's trajectories of its pair are this build's. Updates ``done``."""
     taken: dict[str, int] = {}
     for name in others:
-        other = Path(name)
-        if other.resolve() == work.resolve():
-            raise DistillImportError(f"distill_from: {other} is this build's own work_dir")
+        other = other_dir(work, name, "distill_from", DistillImportError)
         meta, path = other / DISTILL_META, other / "distill.jsonl"
-        if not other.is_dir():
-            raise DistillImportError(f"distill_from: {other} is not a directory")
         if not meta.exists():
             if path.exists() and path.stat().st_size:
                 raise DistillImportError(f"distill_from: {other} has replies but no {DISTILL_META} (made before "

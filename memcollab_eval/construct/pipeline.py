@@ -199,15 +199,13 @@ def stage_trajectories(cfg: BuildConf, problems: list[PoolProblem], work: Path,
     ids = {p.id for p in problems}
     wanted = lambda k: k[0] in ids and k[1] in cfg.sources and k[2] < cfg.method.samples  # noqa: E731
 
-    def take_others() -> int:
+    def take_others() -> None:
         """The records other processes made meanwhile (``trajectories_from``), before every batch."""
-        if not cfg.trajectories_from:
-            return 0
-        taken = import_trajectories(work, cfg.trajectories_from, generation_settings(cfg), done, wanted)
-        for name, n in taken.items():
-            if n:
-                log.info("took %d trajectories from %s", n, name)
-        return sum(taken.values())
+        if cfg.trajectories_from:
+            for name, n in import_trajectories(work, cfg.trajectories_from, generation_settings(cfg), done,
+                                               wanted).items():
+                if n:
+                    log.info("took %d trajectories from %s", n, name)
 
     for model in cfg.sources:
         take_others()
@@ -416,9 +414,8 @@ def stage_distill(cfg: BuildConf, problems: list[PoolProblem], trajs: dict[Key, 
                         sum(g.completion_tokens or 0 for g in got), sum(g.prompt_tokens or 0 for g in got), sample)
                     if not found:
                         log.warning("malformed summarizer reply for %s (skipped): %r", record.pair, got[0].text[:200])
-                    if (record.pair, sample) not in done:  # the other process may have taken this pair meanwhile
-                        records.append(record)
-                        done[(record.pair, sample)] = record
+                    records.append(record)
+                    done[(record.pair, sample)] = record
                 append_records(path, [r.to_json() for r in records])
                 take_others()
                 left = [(p, s) for p, s in todo if (pair_id(p, tag), s) not in done]
