@@ -88,6 +88,8 @@ class GatesConf:
     validate_max_broken: int = 1
     validate_rule: str = "net"  # net (the two counts above) | sign_test (exact, one-sided, p <= validate_alpha)
     validate_alpha: float = 0.05
+    # stop trying a lesson once no answer still to come could admit it (same decisions, fewer generations)
+    validate_stop_early: bool = True
 
     def heldout_rule(self) -> HeldoutRule:
         return HeldoutRule(self.validate_rule, self.validate_min_net, self.validate_max_broken, self.validate_alpha)

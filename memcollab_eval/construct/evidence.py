@@ -31,6 +31,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tqdm.auto import tqdm
+
 from memcollab_eval.adapters import BenchmarkSpec, get_spec
 from memcollab_eval.bank.store import entry_from_dict
 from memcollab_eval.construct.pools import PoolProblem
@@ -154,13 +156,18 @@ class HeldoutRule:
 
 @dataclass(frozen=True)
 class HeldoutOutcome:
+    """One lesson's paired held-out result. ``problems`` are the ones it was tried on: all of its
+    category's, unless the build stopped early because no answer still to come could admit it
+    (``untried`` then names the problems left out)."""
+
     key: str
     problems: tuple[str, ...]
     fixed: tuple[str, ...]
     broken: tuple[str, ...]
+    untried: tuple[str, ...] = ()
 
     def admitted(self, rule: HeldoutRule) -> bool:
-        return rule.admits(len(self.fixed), len(self.broken))
+        return not self.untried and rule.admits(len(self.fixed), len(self.broken))
 
     def evidence(self, identity: str, rule: HeldoutRule) -> dict[str, Any]:
         out = {"target": identity, "problems": list(self.problems), "fixed": list(self.fixed),
@@ -170,47 +177,111 @@ class HeldoutOutcome:
         return out
 
 
+@dataclass
+class _LessonTrial:
+    """A lesson on its way through its category's held-out problems, in the order they are tried:
+    the problems the target fails without memory first (only they can be fixed), then the ones it
+    passes (only they can be broken)."""
+
+    entry: dict
+    key: str
+    order: list[PoolProblem]
+    tried: int = 0
+    fixed: int = 0
+    broken: int = 0
+    fixable_left: int = 0
+    closed: bool = False
+
+
 def validate_lessons(entries: Sequence[dict], heldout: dict[str, list[PoolProblem]], work: Path,
                      generate: GenerateFn, kwargs_for: Callable[[BenchmarkSpec], dict],
-                     sandbox: Any) -> tuple[dict[str, HeldoutOutcome], float, int]:
+                     sandbox: Any, stop_early: HeldoutRule | None = None, batch: int = RESOLVE_BATCH,
+                     ) -> tuple[dict[str, HeldoutOutcome], float, int]:
     """Each entry against its category's held-out problems, without and with it (the answers
     without memory are shared by every lesson of the category). Returns outcomes by lesson key,
-    and the seconds and completion tokens this call generated."""
+    and the seconds and completion tokens this call generated.
+
+    With ``stop_early`` (the rule that will judge the outcomes) a lesson stops being tried as soon
+    as even its best case, every problem still to try that fails without memory fixed and nothing
+    more broken, would not be admitted. The rule's decisions are the same as with every problem
+    tried (both rules only get easier to pass with more fixes and fewer breaks); what is saved is
+    the generation. Most candidate lessons flip nothing, so they are refused after the problems
+    the target fails, and the ones it passes are never asked with them. The lessons still open
+    are tried together in rounds, a few problems each, so the backend gets ``batch`` prompts at a time
+    (a lone lesson gets that many problems per round, which a batching backend decodes in about the
+    time of one)."""
     path = work / "validation_lessons.jsonl"
     done = {(r["problem_id"], r["memory"]): bool(r["passed"])
             for r in read_records(path, ("problem_id", "memory", "passed"))}
-    spent_seconds, spent_tokens = 0.0, 0
+    spent = [0.0, 0]
 
-    def outcomes(problems: list[PoolProblem], label: str, build_prompt: Callable[[PoolProblem], str]) -> dict:
-        nonlocal spent_seconds, spent_tokens
-        todo = [p for p in problems if (p.id, label) not in done]
-        by_spec: dict[str, list[PoolProblem]] = {}
-        for p in todo:
-            by_spec.setdefault(p.benchmark, []).append(p)
+    def answer(asks: list[tuple[PoolProblem, str, str]]) -> None:
+        """Generate and score the (problem, label, prompt) triples not yet recorded, a call per benchmark."""
+        by_spec: dict[str, list[tuple[PoolProblem, str, str]]] = {}
+        for ask in asks:
+            if (ask[0].id, ask[1]) not in done:
+                by_spec.setdefault(ask[0].benchmark, []).append(ask)
         for benchmark, group in sorted(by_spec.items()):
             spec = get_spec(benchmark)
-            texts, seconds, tokens = generate([build_prompt(p) for p in group], kwargs_for(spec))
-            spent_seconds, spent_tokens = spent_seconds + seconds, spent_tokens + tokens
+            texts, seconds, tokens = generate([prompt for _, _, prompt in group], kwargs_for(spec))
+            spent[0] += seconds
+            spent[1] += tokens
             records = []
-            for p, text in zip(group, texts, strict=True):
+            for (p, label, _), text in zip(group, texts, strict=True):
                 passed = score_response(spec, p.doc, text, sandbox=sandbox).passed
                 done[(p.id, label)] = passed
                 records.append({"problem_id": p.id, "memory": label, "passed": passed})
             append_records(path, records)
-        return {p.id: done[(p.id, label)] for p in problems}
+
+    categories = sorted({e["category"] for e in entries})
+    answer([(p, "without", get_spec(p.benchmark).prompt(p.doc)) for c in categories for p in heldout.get(c, [])])
+    trials = []
+    for entry in {lesson_key(e): e for e in entries}.values():  # a lesson is tried once
+        problems = heldout.get(entry["category"], [])
+        failing = [p for p in problems if not done[(p.id, "without")]]
+        trials.append(_LessonTrial(entry, lesson_key(entry), failing + [p for p in problems if p not in failing],
+                                   fixable_left=len(failing)))
+
+    def settle(trial: _LessonTrial) -> None:
+        """Count the recorded answers in order; close the trial when it is through or decided."""
+        label = f"with:{trial.key}"
+        while not trial.closed:
+            if stop_early is not None and not stop_early.admits(trial.fixed + trial.fixable_left, trial.broken):
+                trial.closed = True  # even the best case left would be refused
+            elif trial.tried == len(trial.order):
+                trial.closed = True
+            elif (trial.order[trial.tried].id, label) not in done:
+                return
+            else:
+                p = trial.order[trial.tried]
+                with_it, without = done[(p.id, label)], done[(p.id, "without")]
+                trial.tried += 1
+                trial.fixable_left -= not without
+                trial.fixed += with_it and not without
+                trial.broken += without and not with_it
+
+    for trial in trials:
+        settle(trial)
+    with tqdm(total=len(trials), desc="held-out validation", unit="lesson", disable=not trials) as bar:
+        bar.update(sum(t.closed for t in trials))
+        while open_trials := [t for t in trials if not t.closed]:
+            step = -(-batch // len(open_trials))  # enough problems per lesson to fill a batch
+            asks = [(p, f"with:{t.key}", with_lesson(t.entry, get_spec(p.benchmark).prompt(p.doc)))
+                    for t in open_trials for p in t.order[t.tried:t.tried + step]]
+            answer(asks)
+            for t in open_trials:
+                settle(t)
+            bar.update(sum(t.closed for t in open_trials))
 
     results: dict[str, HeldoutOutcome] = {}
-    for entry in entries:
-        problems = heldout.get(entry["category"], [])
-        key = lesson_key(entry)
-        without = outcomes(problems, "without", lambda p: get_spec(p.benchmark).prompt(p.doc))
-        with_it = outcomes(problems, f"with:{key}",
-                           lambda p, e=entry: with_lesson(e, get_spec(p.benchmark).prompt(p.doc)))
-        results[key] = HeldoutOutcome(
-            key, tuple(p.id for p in problems),
-            tuple(p.id for p in problems if with_it[p.id] and not without[p.id]),
-            tuple(p.id for p in problems if without[p.id] and not with_it[p.id]))
-    return results, spent_seconds, spent_tokens
+    for t in trials:
+        tried, label = t.order[:t.tried], f"with:{t.key}"
+        results[t.key] = HeldoutOutcome(
+            t.key, tuple(p.id for p in tried),
+            tuple(p.id for p in tried if done[(p.id, label)] and not done[(p.id, "without")]),
+            tuple(p.id for p in tried if done[(p.id, "without")] and not done[(p.id, label)]),
+            tuple(p.id for p in t.order[t.tried:]))
+    return results, spent[0], spent[1]
 
 
 __all__ = ["HELDOUT_RULES", "HeldoutOutcome", "HeldoutRule", "sign_test_p", "ResolveOutcome", "lesson_key", "resolve_lessons", "validate_lessons", "with_lesson"]

@@ -646,11 +646,12 @@ def stage_evidence(cfg: BuildConf, problems: list[PoolProblem], entries: list[di
                                             g.validate_per_category, retag, cfg.categorizer_scan)
         target = cfg.validation_target()
         identity = load_target(target).identity
+        rule = g.heldout_rule()
         outcomes, seconds, tokens = evidence.validate_lessons(
             admitted, heldout, work, _generate_fn(models.get(target)),
-            lambda spec: cfg.gen_kwargs(spec.max_gen_toks, seed=cfg.seed), sandbox)
+            lambda spec: cfg.gen_kwargs(spec.max_gen_toks, seed=cfg.seed), sandbox,
+            stop_early=rule if g.validate_stop_early else None)
         kept = []
-        rule = g.heldout_rule()
         for e in admitted:
             o = outcomes[evidence.lesson_key(e)]
             if o.admitted(rule):
@@ -661,6 +662,8 @@ def stage_evidence(cfg: BuildConf, problems: list[PoolProblem], entries: list[di
             "target": identity, "problems_per_category": {c: len(heldout.get(c, [])) for c in sorted(categories)},
             "tried": len(admitted), "admitted": len(kept),
             "rule": rule.text(),
+            "stopped_early": sum(bool(o.untried) for o in outcomes.values()),
+            "answers_not_needed": sum(len(o.untried) for o in outcomes.values()),
             "seconds": round(seconds, 1), "completion_tokens": tokens}
         admitted = kept
     renumbered = [{**e, "id": f"{cfg.bank.name}-{i:04d}"} for i, e in enumerate(admitted, start=1)]

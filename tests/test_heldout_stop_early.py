@@ -1,0 +1,118 @@
+"""Held-out validation that stops trying a lesson once it cannot be admitted (gates.validate_stop_early).
+
+The target here is a plain function that answers each (problem, lesson) from a table, so every
+flip pattern can be set up and the generated prompts counted; the build-level tests in
+test_build.py run the same gate through the scripted double and a real model.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+from conftest import FIXTURE_POOLS
+
+from memcollab_eval.construct.evidence import HeldoutRule, validate_lessons
+from memcollab_eval.construct.pools import PoolProblem
+from memcollab_eval.retrieve import MEMORY_HEADER
+
+RULES = [HeldoutRule("net", 1, 1), HeldoutRule("sign_test", alpha=0.05), HeldoutRule("sign_test", alpha=0.3)]
+
+
+def _problems(n: int) -> list[PoolProblem]:
+    rows = [json.loads(line) for line in (FIXTURE_POOLS / "gsm8k" / "train.jsonl").read_text().splitlines()][:n]
+    assert len(rows) == n, "the fixture pool has fewer GSM8K rows than the test needs"
+    return [PoolProblem(f"gsm8k/train/{i}", "gsm8k", "gsm8k_train", "Prealgebra", "word", row)
+            for i, row in enumerate(rows)]
+
+
+def _lesson(name: str) -> dict:
+    return {"source_problem_id": f"src-{name}", "enforce": f"check step {name}", "avoid": f"skipping step {name}",
+            "category": "Prealgebra", "subcategory": "word", "id": name, "preferred_model": "strong",
+            "unpreferred_model": "weak", "source_benchmark": "gsm8k"}
+
+
+class TableTarget:
+    """Answers right or wrong as a table says: ``base[i]`` without memory, ``with_[lesson][i]`` with it.
+    Counts the prompts it was asked, by lesson (None: without memory)."""
+
+    def __init__(self, problems, base, with_):
+        self.problems, self.base, self.with_ = problems, base, with_
+        self.asked: dict[str | None, int] = {}
+
+    def __call__(self, prompts, kwargs):
+        texts = []
+        for prompt in prompts:
+            lesson = next((name for name in self.with_ if MEMORY_HEADER in prompt and f"check step {name};" in prompt),
+                          None)
+            i = next(i for i, p in enumerate(self.problems) if p.doc["question"] in prompt)
+            right = self.with_[lesson][i] if lesson else self.base[i]
+            answer = self.problems[i].doc["answer"].split("####")[-1].strip()
+            texts.append(f"The answer is {answer}." if right else "The answer is -7.")
+            self.asked[lesson] = self.asked.get(lesson, 0) + 1
+        return texts, 0.5 * len(prompts), 3 * len(prompts)
+
+
+def _run(tmp_path, problems, base, with_, stop_early, batch=8):
+    target = TableTarget(problems, base, with_)
+    work = tmp_path / ("early" if stop_early else "all")
+    work.mkdir()
+    outcomes, seconds, tokens = validate_lessons([_lesson(n) for n in with_], {"Prealgebra": problems}, work,
+                                                 target, lambda spec: {"until": []}, None, stop_early=stop_early,
+                                                 batch=batch)
+    return outcomes, target.asked
+
+
+def test_a_lesson_that_flips_nothing_is_refused_after_the_problems_the_target_fails(tmp_path):
+    problems = _problems(6)
+    base = [False, True, False, True, False, True]
+    outcomes, asked = _run(tmp_path, problems, base, {"null": base}, RULES[0], batch=1)
+    (o,) = outcomes.values()
+    assert asked == {None: 6, "null": 3}  # the three problems it passes were never asked with the lesson
+    assert o.problems == ("gsm8k/train/0", "gsm8k/train/2", "gsm8k/train/4")
+    assert o.untried == ("gsm8k/train/1", "gsm8k/train/3", "gsm8k/train/5")
+    assert not o.admitted(RULES[0]) and o.fixed == () and o.broken == ()
+
+
+def test_a_lesson_that_can_still_pass_is_tried_on_every_problem_and_keeps_its_full_evidence(tmp_path):
+    problems = _problems(6)
+    base = [False, True, False, True, False, True]
+    fixes = [True, True, False, True, True, True]
+    early, asked = _run(tmp_path, problems, base, {"good": fixes}, RULES[0], batch=1)
+    (tmp_path / "x").mkdir()
+    full, _ = _run(tmp_path / "x", problems, base, {"good": fixes}, None)
+    assert asked == {None: 6, "good": 6}
+    assert early == full
+    (o,) = early.values()
+    assert o.admitted(RULES[0]) and o.fixed == ("gsm8k/train/0", "gsm8k/train/4") and o.untried == ()
+
+
+def test_no_lesson_is_asked_when_the_target_passes_every_problem(tmp_path):
+    problems = _problems(4)
+    outcomes, asked = _run(tmp_path, problems, [True] * 4, {"a": [True] * 4, "b": [False] * 4}, RULES[1])
+    assert asked == {None: 4}
+    assert all(not o.admitted(RULES[1]) and o.problems == () for o in outcomes.values())
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_stopping_early_never_changes_a_decision(tmp_path, seed):
+    """Random flip tables, every rule: the lessons admitted with early stopping are exactly the ones
+    admitted with every problem tried, with the same evidence, and fewer prompts are generated."""
+    rng = random.Random(seed)
+    problems = _problems(8)
+    base = [rng.random() < 0.4 for _ in problems]
+    with_ = {}
+    for k in range(10):  # lessons from harmful to helpful
+        fix, brk = rng.choice([0.0, 0.2, 0.6, 1.0]), rng.choice([0.0, 0.0, 0.2, 0.5])
+        with_[f"l{k}"] = [(rng.random() >= brk) if b else (rng.random() < fix) for b in base]
+    for r, rule in enumerate(RULES):
+        run = tmp_path / f"s{seed}r{r}"
+        run.mkdir()
+        early, asked_early = _run(run, problems, base, with_, rule)
+        full, asked_full = _run(run, problems, base, with_, None)
+        for key, o in full.items():
+            assert early[key].admitted(rule) == o.admitted(rule), (rule, o)
+            if o.admitted(rule):
+                assert early[key] == o
+        assert sum(asked_early.values()) < sum(asked_full.values()) == len(problems) * (len(with_) + 1)
