@@ -343,7 +343,7 @@ def test_corrupted_stage_line_is_reported_with_file_and_line(built, tmp_path):
         (["method=self"], "built from exactly one model"),
         (["gates.validate_rule=bayes"], "gates.validate_rule 'bayes' is not one of ['net', 'sign_test']"),
         (["gates.validate_alpha=1.5"], "gates.validate_alpha must lie between 0 and 1"),
-        (["stop_after=bank"], "stop_after 'bank' is not one of ['pool', 'trajectories', 'verify', 'distill']"),
+        (["stop_after=bank"], "stop_after 'bank' is not one of ['pool', 'trajectories', 'verify', 'distill', 'evidence']"),
         (["work_order=backwards"], "work_order 'backwards' is not one of ['forward', 'reverse']"),
     ],
 )
@@ -841,3 +841,54 @@ def test_summarizer_replies_made_in_another_work_dir_are_taken(built, tmp_path):
     taken = _imported(fresh2, "distill.imports.jsonl")
     assert taken == len(replies) - sum(weak["problem_id"] in json.loads(r)["pair"] for r in replies)
     assert load_bank(tmp_path / "b3").manifest.sha256 == load_bank(tmp / "bank").manifest.sha256
+
+
+def test_gate_outcomes_made_in_another_work_dir_are_taken(built, tmp_path):
+    """stop_after=evidence in a side directory (work_order=reverse), then evidence_from: the main build
+    re-solves and validates nothing itself and writes the one-process bank, its manifest counting the
+    outcomes taken. Outcomes of another held-out target are refused, with the file named."""
+    from memcollab_eval.bank.store import load_bank
+    from memcollab_eval.construct import validate
+
+    tmp, paths = built
+    bank = load_bank(tmp / "bank")
+    heldout = validate.heldout_problems({"math_train": 2, "gsm8k_train": 2, "mbpp_train": 2}, _pool(tmp),
+                                        str(pool_dir()), 1234, {e.category for e in bank.entries}, 2)
+    learner = _memory_only_double(tmp_path, "learner", _pool(tmp) + [p for ps in heldout.values() for p in ps])
+    gates = _legacy_without("gates.resolve", "gates.validate", "gates.validate_unit", "gates.validate_per_category") + \
+        ["gates.resolve=true", "gates.validate=true", "gates.validate_unit=lesson", "gates.validate_per_category=2"]
+
+    def cmd(work: Path, out: Path, *extra: str) -> list[str]:
+        if not work.exists():
+            _copy_pool(tmp, work)
+        return build_cmd({**paths, "weak": learner}, work, out)[:-len(LEGACY_GATES)] + gates + list(extra)
+
+    alone, side, main = tmp_path / "alone", tmp_path / "side", tmp_path / "main"
+    proc = subprocess.run(cmd(alone, tmp_path / "bank-alone"), capture_output=True, text=True, timeout=300,
+                          cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    one = load_bank(tmp_path / "bank-alone")
+    assert len(one.entries) > 0  # the learner is fixed by every lesson: something passes both gates
+
+    proc = subprocess.run(cmd(side, tmp_path / "bank-side", "stop_after=evidence", "work_order=reverse"),
+                          capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert proc.returncode == 0 and "stopped after the evidence stage" in proc.stdout, proc.stderr[-2000:]
+    assert f"evidence_from=[{side}]" in proc.stdout and not (tmp_path / "bank-side").exists()
+    made = {f: (side / f).read_text().splitlines() for f in ("resolve.jsonl", "validation_lessons.jsonl")}
+    assert all(made.values())
+
+    proc = subprocess.run(cmd(main, tmp_path / "bank-main", f"evidence_from=[{side}]"),
+                          capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    for f, lines in made.items():  # everything taken, nothing asked again
+        assert sorted((main / f).read_text().splitlines()) == sorted(lines)
+    result = load_bank(tmp_path / "bank-main")
+    assert result.manifest.sha256 == one.manifest.sha256
+    assert result.manifest.config["stats"]["evidence_outcomes_imported"] == sum(map(len, made.values()))
+
+    other = tmp_path / "other"
+    proc = subprocess.run(cmd(other, tmp_path / "bank-other", f"evidence_from=[{side}]",
+                              f"gates.validate_target={paths['weak']}"),
+                          capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert proc.returncode != 0 and f"{side / 'evidence.meta.json'}: made with" in proc.stderr, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr

@@ -116,3 +116,112 @@ def test_stopping_early_never_changes_a_decision(tmp_path, seed):
             if o.admitted(rule):
                 assert early[key] == o
         assert sum(asked_early.values()) < sum(asked_full.values()) == len(problems) * (len(with_) + 1)
+
+
+# ---- two processes sharing the held-out gate (evidence_from, work_order=reverse) ----------------
+
+def _sharing(work, other):
+    """The take_others a build passes when ``evidence_from=[other]``."""
+    from memcollab_eval.construct.imports import check_evidence_settings, import_evidence
+
+    settings = {"validate_target": "table", "seed": 1}
+    check_evidence_settings(work, settings)
+    return lambda name, key_of, have: import_evidence(work, [str(other)], settings, name, key_of, have)
+
+
+def _table(seed: int, problems, lessons: int):
+    rng = random.Random(seed)
+    base = [rng.random() < 0.4 for _ in problems]
+    return base, {f"l{k}": [(rng.random() >= 0.2) if b else (rng.random() < rng.choice([0.0, 0.5, 1.0]))
+                            for b in base] for k in range(lessons)}
+
+
+def test_a_second_process_takes_the_first_ones_answers_and_asks_nothing_again(tmp_path):
+    problems = _problems(8)
+    base, with_ = _table(3, problems, 6)
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir()
+    b.mkdir()
+    first = TableTarget(problems, base, with_)
+    want, _, _ = validate_lessons([_lesson(n) for n in with_], {"Prealgebra": problems}, a, first,
+                                  lambda spec: {"until": []}, None, stop_early=RULES[1], take_others=_sharing(a, b))
+    second = TableTarget(problems, base, with_)
+    got, _, _ = validate_lessons([_lesson(n) for n in with_], {"Prealgebra": problems}, b, second,
+                                 lambda spec: {"until": []}, None, stop_early=RULES[1], reverse=True,
+                                 take_others=_sharing(b, a))
+    assert second.asked == {} and got == want
+    assert sorted((a / "validation_lessons.jsonl").read_text().splitlines()) == \
+        sorted((b / "validation_lessons.jsonl").read_text().splitlines())
+
+
+def _side(work: str, other: str, reverse: bool, seed: int, lessons: int) -> None:
+    """One of the two processes of the test below (run as ``python -c``): validates the table's lessons
+    in ``work``, taking ``other``'s answers, and writes what its target was asked to ``work/asked.json``."""
+    import time
+    from pathlib import Path
+
+    class Slow(TableTarget):  # a round takes a while, as with a real model, so the two overlap
+        def __call__(self, prompts, kwargs):
+            time.sleep(0.2)
+            return super().__call__(prompts, kwargs)
+
+    problems = _problems(8)
+    base, with_ = _table(seed, problems, lessons)
+    target = Slow(problems, base, with_)
+    w = Path(work)
+    outcomes, _, _ = validate_lessons([_lesson(n) for n in with_], {"Prealgebra": problems}, w, target,
+                                      lambda spec: {"until": []}, None, stop_early=RULES[0], reverse=reverse,
+                                      take_others=_sharing(w, Path(other)))
+    (w / "asked.json").write_text(json.dumps({"asked": {str(k): v for k, v in target.asked.items()},
+                                              "admitted": sorted(k for k, o in outcomes.items()
+                                                                 if o.admitted(RULES[0]))}))
+
+
+def test_two_processes_meet_in_the_middle_with_the_decisions_of_one(tmp_path):
+    """Forward and reverse at once, each taking the other's answers before every round: both generate,
+    together they ask about as much as one process does, and both admit what one process admits."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    problems = _problems(8)
+    base, with_ = _table(5, problems, 24)
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    single = TableTarget(problems, base, with_)
+    want, _, _ = validate_lessons([_lesson(n) for n in with_], {"Prealgebra": problems}, alone, single,
+                                  lambda spec: {"until": []}, None, stop_early=RULES[0])
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir()
+    b.mkdir()
+    tests = Path(__file__).parent
+    procs = [subprocess.Popen([sys.executable, "-c", f"import test_heldout_stop_early as t; "
+                               f"t._side({str(w)!r}, {str(o)!r}, {rev}, 5, 24)"],
+                              cwd=tests, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for w, o, rev in ((a, b, False), (b, a, True))]
+    for proc in procs:
+        _, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err[-2000:]
+    runs = {w.name: json.loads((w / "asked.json").read_text()) for w in (a, b)}
+    admitted = sorted(k for k, o in want.items() if o.admitted(RULES[0]))
+    assert runs["a"]["admitted"] == runs["b"]["admitted"] == admitted
+    made = {k: sum(v for lesson, v in r["asked"].items() if lesson != "null") for k, r in runs.items()}
+    alone_made = sum(v for lesson, v in single.asked.items() if lesson)
+    assert made["a"] >= 1 and made["b"] >= 1, made
+    # made twice: at most the round where the two first meet, and where they meet inside each lesson they share
+    assert made["a"] + made["b"] <= alone_made + 3 * 8, (made, alone_made)
+
+
+def test_answers_of_another_target_are_refused_with_the_file_named(tmp_path):
+    from memcollab_eval.construct.imports import EvidenceImportError, check_evidence_settings, import_evidence
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir()
+    b.mkdir()
+    check_evidence_settings(a, {"validate_target": "small", "seed": 1})
+    (a / "validation_lessons.jsonl").write_text('{"problem_id": "p", "memory": "without", "passed": true}\n')
+    with pytest.raises(EvidenceImportError, match=r"evidence_from: .*a/evidence.meta.json: made with"):
+        import_evidence(b, [str(a)], {"validate_target": "large", "seed": 1}, "validation_lessons.jsonl",
+                        lambda r: (r["problem_id"], r["memory"]), lambda k: False)
+    with pytest.raises(EvidenceImportError, match=r"a/evidence.meta.json: this work directory's records were made"):
+        check_evidence_settings(a, {"validate_target": "large", "seed": 1})

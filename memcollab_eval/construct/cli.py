@@ -79,9 +79,12 @@ def _build_job(cfg: DictConfig) -> None:
         sys.exit(EXIT_FAIL)
     if stats.get("stopped_after"):
         counts = ", ".join(f"{v} {k}" for k, v in stats.items() if k not in ("stopped_after", "work_dir"))
+        what, option = {"distill": ("summarizer replies", "distill_from"),
+                        "evidence": ("gate outcomes", "evidence_from")}.get(stats["stopped_after"],
+                                                                            ("trajectories", "trajectories_from"))
         print(f"stopped after the {stats['stopped_after']} stage (stop_after={stats['stopped_after']}): "
               f"{counts} in {stats['work_dir']}; no bank written. Run without stop_after to go on, or take the "
-              f"trajectories into another build with trajectories_from=[{stats['work_dir']}]")
+              f"{what} into another build with {option}=[{stats['work_dir']}]")
         return
     if stats.get("unchanged"):
         print(f"bank {conf.bank.name} in {conf.out_dir()} is up to date ({stats['entries']} entries): left as it was")

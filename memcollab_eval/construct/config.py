@@ -96,7 +96,7 @@ class GatesConf:
 
 
 # the stages a build can stop after (stop_after): the ones another process can take over from a side directory
-STOP_STAGES = ("pool", "trajectories", "verify", "distill")
+STOP_STAGES = ("pool", "trajectories", "verify", "distill", "evidence")
 # the order the generating stages take their to-do lists in: a second process with the other order meets the
 # first in the middle (trajectories_from / distill_from both ways), so two cores share one source or one summarizer
 WORK_ORDERS = ("forward", "reverse")
@@ -141,7 +141,8 @@ class BuildConf:
     stop_after: Optional[str] = None  # pool | trajectories | verify | distill
     trajectories_from: list[str] = field(default_factory=list)
     distill_from: list[str] = field(default_factory=list)  # summarizer replies made in other work directories
-    work_order: str = "forward"  # forward | reverse: the order trajectories and distillation take their to-do lists
+    evidence_from: list[str] = field(default_factory=list)  # re-solve and held-out outcomes made in other work dirs
+    work_order: str = "forward"  # forward | reverse: the order the generating stages take their to-do lists
 
     def sandbox_config(self) -> SandboxConfig:
         return to_runtime(self.sandbox)

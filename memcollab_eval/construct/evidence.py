@@ -43,6 +43,10 @@ from memcollab_eval.scoring import score_response
 RESOLVE_BATCH = 8  # re-solve prompts per call: llama_cpp's default n_parallel
 # generate(prompts, gen_kwargs) -> (texts, seconds, completion tokens); one call per batch of prompts
 GenerateFn = Callable[[list[str], dict[str, Any]], tuple[list[str], float, int]]
+# take_others(file name, key of a record, whether this process has a key) -> (the records another process made
+# meanwhile (evidence_from), already appended to this work directory's file; the keys of all its records);
+# looked at before every batch
+TakeOthers = Callable[[str, Callable[[dict], Any], Callable[[Any], bool]], tuple[list[dict], set]]
 
 
 def lesson_key(entry: dict) -> str:
@@ -75,41 +79,61 @@ class ResolveOutcome:
                 "rule": f"passes at least {min_pass} of {self.samples}"}
 
 
+def _resolve_key(record: dict) -> tuple[str, str, int]:
+    return record["key"], record["model"], int(record["sample"])
+
+
 def resolve_lessons(candidates: Sequence[tuple[dict, str]], problems: dict[str, PoolProblem], work: Path,
                     generate_for: Callable[[str], GenerateFn], kwargs_for: Callable[[BenchmarkSpec, int], dict],
-                    samples: int, sandbox: Any) -> dict[str, ResolveOutcome]:
+                    samples: int, sandbox: Any, reverse: bool = False,
+                    take_others: TakeOthers | None = None) -> dict[str, ResolveOutcome]:
     """Re-solve each ``(entry, model)``: ``model`` (a source config name) answers the entry's source
-    problem with the entry in its prompt, ``samples`` times. Returns outcomes by lesson key."""
+    problem with the entry in its prompt, ``samples`` times. Returns outcomes by lesson key.
+
+    ``reverse`` takes the to-do list from its end and ``take_others`` brings in another process's
+    outcomes before every batch, so two processes share the work and meet in the middle."""
     path = work / "resolve.jsonl"
-    done = {(r["key"], r["model"], int(r["sample"])): r
-            for r in read_records(path, ("key", "model", "sample", "status"))}
+    done = {_resolve_key(r): r for r in read_records(path, ("key", "model", "sample", "status"))}
+
+    def pull() -> None:
+        if take_others is not None:
+            done.update({_resolve_key(r): r for r in take_others("resolve.jsonl", _resolve_key, done.__contains__)[0]})
+
     out: dict[str, ResolveOutcome] = {}
     for model in sorted({m for _, m in candidates}):
         mine = [entry for entry, m in candidates if m == model]
         unique = list({lesson_key(entry): entry for entry in mine}.values())  # a lesson is re-solved once
-        todo = [(entry, s) for entry in unique for s in range(samples) if (lesson_key(entry), model, s) not in done]
         # one call per (benchmark, sample) group of up to RESOLVE_BATCH prompts, so a batching backend decodes
         # them together; each group's records are appended when it ends (an interruption loses one group at most)
         groups: dict[tuple[str, int], list[dict]] = {}
-        for entry, s in todo:
-            groups.setdefault((problems[entry["source_problem_id"]].benchmark, s), []).append(entry)
-        generate = generate_for(model) if todo else None
-        for (benchmark, s), group in sorted(groups.items()):
+        for entry in unique:
+            for s in range(samples):
+                groups.setdefault((problems[entry["source_problem_id"]].benchmark, s), []).append(entry)
+        queue = [(benchmark, s, entry) for (benchmark, s), group in sorted(groups.items()) for entry in group]
+        if reverse:
+            queue.reverse()
+        generate = None
+        while True:
+            pull()
+            queue = [q for q in queue if (lesson_key(q[2]), model, q[1]) not in done]
+            if not queue:
+                break
+            benchmark, s = queue[0][0], queue[0][1]
+            chunk = [entry for b, t, entry in queue if (b, t) == (benchmark, s)][:RESOLVE_BATCH]
             spec = get_spec(benchmark)
-            for start in range(0, len(group), RESOLVE_BATCH):
-                chunk = group[start:start + RESOLVE_BATCH]
-                chunk_problems = [problems[entry["source_problem_id"]] for entry in chunk]
-                texts, seconds, tokens = generate([with_lesson(entry, spec.prompt(problem.doc))
-                                                   for entry, problem in zip(chunk, chunk_problems, strict=True)],
-                                                  kwargs_for(spec, s))
-                records = []
-                for entry, problem, text in zip(chunk, chunk_problems, texts, strict=True):
-                    verdict = score_response(spec, problem.doc, text, sandbox=sandbox)
-                    records.append({"key": lesson_key(entry), "model": model, "sample": s, "problem_id": problem.id,
-                                    "status": verdict.status, "seconds": round(seconds / len(chunk), 3),
-                                    "completion_tokens": round(tokens / len(chunk))})
-                append_records(path, records)
-                done.update({(r["key"], model, s): r for r in records})
+            chunk_problems = [problems[entry["source_problem_id"]] for entry in chunk]
+            generate = generate or generate_for(model)
+            texts, seconds, tokens = generate([with_lesson(entry, spec.prompt(problem.doc))
+                                               for entry, problem in zip(chunk, chunk_problems, strict=True)],
+                                              kwargs_for(spec, s))
+            records = []
+            for entry, problem, text in zip(chunk, chunk_problems, texts, strict=True):
+                verdict = score_response(spec, problem.doc, text, sandbox=sandbox)
+                records.append({"key": lesson_key(entry), "model": model, "sample": s, "problem_id": problem.id,
+                                "status": verdict.status, "seconds": round(seconds / len(chunk), 3),
+                                "completion_tokens": round(tokens / len(chunk))})
+            append_records(path, records)
+            done.update({_resolve_key(r): r for r in records})
         for entry in mine:
             key = lesson_key(entry)
             records = [done[(key, model, s)] for s in range(samples)]
@@ -196,6 +220,7 @@ class _LessonTrial:
 def validate_lessons(entries: Sequence[dict], heldout: dict[str, list[PoolProblem]], work: Path,
                      generate: GenerateFn, kwargs_for: Callable[[BenchmarkSpec], dict],
                      sandbox: Any, stop_early: HeldoutRule | None = None, batch: int = RESOLVE_BATCH,
+                     reverse: bool = False, take_others: TakeOthers | None = None,
                      ) -> tuple[dict[str, HeldoutOutcome], float, int]:
     """Each entry against its category's held-out problems, without and with it (the answers
     without memory are shared by every lesson of the category). Returns outcomes by lesson key,
@@ -207,13 +232,26 @@ def validate_lessons(entries: Sequence[dict], heldout: dict[str, list[PoolProble
     tried (both rules only get easier to pass with more fixes and fewer breaks); what is saved is
     the generation. Most candidate lessons flip nothing, so they are refused after the problems
     the target fails, and the ones it passes are never asked with them. The lessons still open
-    are tried together in rounds, a few problems each, so the backend gets ``batch`` prompts at a time
-    (a lone lesson gets that many problems per round, which a batching backend decodes in about the
-    time of one)."""
+    are tried in rounds of ``batch`` prompts: the first ``batch`` open lessons one problem each (fewer
+    lessons get more problems each; a batching backend decodes a round in about the time of one).
+
+    ``reverse`` takes the categories and lessons from the end of the list and ``take_others`` brings
+    in another process's answers before every round, so two processes meet in the middle; a lesson
+    the other process has begun is left to it while this one has others to try."""
     path = work / "validation_lessons.jsonl"
     done = {(r["problem_id"], r["memory"]): bool(r["passed"])
             for r in read_records(path, ("problem_id", "memory", "passed"))}
     spent = [0.0, 0]
+
+    started_here: set[str] = set()  # labels this call asked, and labels another process answered meanwhile
+    started_there: set[str] = set()
+
+    def pull() -> None:
+        if take_others is not None:
+            taken, there = take_others(path.name, lambda r: (r["problem_id"], r["memory"]), done.__contains__)
+            for r in taken:
+                done[(r["problem_id"], r["memory"])] = bool(r["passed"])
+            started_there.update(label for _, label in there)
 
     def answer(asks: list[tuple[PoolProblem, str, str]]) -> None:
         """Generate and score the (problem, label, prompt) triples not yet recorded, a call per benchmark."""
@@ -233,14 +271,19 @@ def validate_lessons(entries: Sequence[dict], heldout: dict[str, list[PoolProble
                 records.append({"problem_id": p.id, "memory": label, "passed": passed})
             append_records(path, records)
 
-    categories = sorted({e["category"] for e in entries})
-    answer([(p, "without", get_spec(p.benchmark).prompt(p.doc)) for c in categories for p in heldout.get(c, [])])
+    categories = sorted({e["category"] for e in entries}, reverse=reverse)
+    for c in categories:  # the answers without memory, a category at a time
+        pull()
+        answer([(p, "without", get_spec(p.benchmark).prompt(p.doc)) for p in heldout.get(c, [])])
+    pull()
     trials = []
     for entry in {lesson_key(e): e for e in entries}.values():  # a lesson is tried once
         problems = heldout.get(entry["category"], [])
         failing = [p for p in problems if not done[(p.id, "without")]]
         trials.append(_LessonTrial(entry, lesson_key(entry), failing + [p for p in problems if p not in failing],
                                    fixable_left=len(failing)))
+    if reverse:
+        trials.reverse()
 
     def settle(trial: _LessonTrial) -> None:
         """Count the recorded answers in order; close the trial when it is through or decided."""
@@ -265,10 +308,21 @@ def validate_lessons(entries: Sequence[dict], heldout: dict[str, list[PoolProble
     with tqdm(total=len(trials), desc="held-out validation", unit="lesson", disable=not trials) as bar:
         bar.update(sum(t.closed for t in trials))
         while open_trials := [t for t in trials if not t.closed]:
-            step = -(-batch // len(open_trials))  # enough problems per lesson to fill a batch
-            asks = [(p, f"with:{t.key}", with_lesson(t.entry, get_spec(p.benchmark).prompt(p.doc)))
-                    for t in open_trials for p in t.order[t.tried:t.tried + step]]
-            answer(asks)
+            # a lesson another process is trying is left to it (both started it: the forward one keeps it),
+            # unless nothing else is left to do
+            free = [t for t in open_trials if f"with:{t.key}" not in started_there
+                    or (not reverse and f"with:{t.key}" in started_here)]
+            lead = (free or open_trials)[:batch]
+            step = -(-batch // len(lead))  # enough problems per lesson to fill a batch
+            started_here.update(f"with:{t.key}" for t in lead)
+            if free:
+                picks = [(t, t.order[t.tried:t.tried + step]) for t in lead]
+            else:  # helping with the other's lessons: from the end of each one's problems, to meet in the middle
+                picks = [(t, [p for p in t.order[t.tried:] if (p.id, f"with:{t.key}") not in done][-step:])
+                         for t in lead]
+            answer([(p, f"with:{t.key}", with_lesson(t.entry, get_spec(p.benchmark).prompt(p.doc)))
+                    for t, chosen in picks for p in chosen])
+            pull()  # another process may have settled lessons this one has not reached
             for t in open_trials:
                 settle(t)
             bar.update(sum(t.closed for t in open_trials))
@@ -284,4 +338,5 @@ def validate_lessons(entries: Sequence[dict], heldout: dict[str, list[PoolProble
     return results, spent[0], spent[1]
 
 
-__all__ = ["HELDOUT_RULES", "HeldoutOutcome", "HeldoutRule", "sign_test_p", "ResolveOutcome", "lesson_key", "resolve_lessons", "validate_lessons", "with_lesson"]
+__all__ = ["HELDOUT_RULES", "HeldoutOutcome", "HeldoutRule", "ResolveOutcome", "TakeOthers", "lesson_key",
+           "resolve_lessons", "sign_test_p", "validate_lessons", "with_lesson"]

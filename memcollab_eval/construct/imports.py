@@ -131,19 +131,43 @@ def log_import(work: Path, log_name: str, other: Path, records: int) -> None:
                                           "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}])
 
 
-def check_distill_settings(work: Path, wanted: dict[str, Any]) -> None:
-    """Record this work directory's distillation settings on its first reply, and refuse to add
-    replies made with other settings to it (the prompt version is kept per reply, so a new version
-    is allowed: its replies never replace the old ones)."""
-    meta, path = work / DISTILL_META, work / "distill.jsonl"
+def check_settings(work: Path, meta_name: str, record_files: tuple[str, ...], wanted: dict[str, Any],
+                   error: type[PoolError]) -> None:
+    """Record a work directory's settings for a stage (``meta_name``) when its first records are made,
+    and refuse to add records made with other settings to it. A directory whose records predate the
+    settings file keeps none, and is not checked."""
+    meta = work / meta_name
     if meta.exists():
         have = json.loads(meta.read_text())
         if have != wanted:
-            raise DistillImportError(f"{meta}: this work directory's replies were made with "
-                                        f"{json.dumps(have, sort_keys=True)}, this build makes "
-                                        f"{json.dumps(wanted, sort_keys=True)}; use another work_dir")
-    elif not path.exists() or not path.stat().st_size:  # older directories' replies keep no settings file
+            raise error(f"{meta}: this work directory's records were made with {json.dumps(have, sort_keys=True)}, "
+                        f"this build makes {json.dumps(wanted, sort_keys=True)}; use another work_dir")
+    elif not any((work / f).exists() and (work / f).stat().st_size for f in record_files):
         write_atomic(meta, json.dumps(wanted, sort_keys=True))
+
+
+def other_settings_match(other: Path, meta_name: str, record_files: tuple[str, ...], wanted: dict[str, Any],
+                         option: str, error: type[PoolError]) -> bool:
+    """Whether another directory's records of a stage may be taken: True when its settings file says
+    they were made with this build's settings, False when it has made none yet (looked at again
+    later); refused, naming the file, when the settings differ or cannot be checked."""
+    meta = other / meta_name
+    if not meta.exists():
+        if any((other / f).exists() and (other / f).stat().st_size for f in record_files):
+            raise error(f"{option}: {other} has records but no {meta_name} (made before records kept their "
+                        "settings): they cannot be checked, so none is taken")
+        return False
+    have = json.loads(meta.read_text())
+    if have != wanted:
+        raise error(f"{option}: {meta}: made with {json.dumps(have, sort_keys=True)}, "
+                    f"this build makes {json.dumps(wanted, sort_keys=True)}")
+    return True
+
+
+def check_distill_settings(work: Path, wanted: dict[str, Any]) -> None:
+    """Distillation's settings (the prompt version is kept per reply, so a new version is allowed:
+    its replies never replace the old ones)."""
+    check_settings(work, DISTILL_META, ("distill.jsonl",), wanted, DistillImportError)
 
 
 def import_distill(work: Path, others: list[str], wanted: dict[str, Any], version: str,
@@ -155,18 +179,9 @@ def import_distill(work: Path, others: list[str], wanted: dict[str, Any], versio
     taken: dict[str, int] = {}
     for name in others:
         other = other_dir(work, name, "distill_from", DistillImportError)
-        meta, path = other / DISTILL_META, other / "distill.jsonl"
-        if not meta.exists():
-            if path.exists() and path.stat().st_size:
-                raise DistillImportError(f"distill_from: {other} has replies but no {DISTILL_META} (made before "
-                                         "replies recorded their settings): they cannot be checked, so none is taken")
-            taken[name] = 0  # nothing made there yet: looked at again before the next batch
-            continue
-        have = json.loads(meta.read_text())
-        if have != wanted:
-            raise DistillImportError(f"distill_from: {meta}: made with {json.dumps(have, sort_keys=True)}, "
-                                        f"this build makes {json.dumps(wanted, sort_keys=True)}")
-        if not path.exists():
+        path = other / "distill.jsonl"
+        if not other_settings_match(other, DISTILL_META, ("distill.jsonl",), wanted, "distill_from",
+                                    DistillImportError) or not path.exists():
             taken[name] = 0
             continue
         theirs: dict[Key, str] = {}
@@ -190,6 +205,51 @@ def import_distill(work: Path, others: list[str], wanted: dict[str, Any], versio
         log_import(work, DISTILL_IMPORT_LOG, other, len(new))
         taken[name] = len(new)
     return taken
+
+
+EVIDENCE_META = "evidence.meta.json"
+EVIDENCE_IMPORT_LOG = "evidence.imports.jsonl"
+EVIDENCE_FILES = ("resolve.jsonl", "validation_lessons.jsonl")
+
+
+class EvidenceImportError(PoolError):
+    """Gate outcomes made with other settings: not taken, and not mixed into one directory."""
+
+
+def check_evidence_settings(work: Path, wanted: dict[str, Any]) -> None:
+    """The evidence gates' settings (held-out target, seed, batching): a held-out answer is recorded by
+    problem and lesson only, so answers of another target must never join this directory's."""
+    check_settings(work, EVIDENCE_META, EVIDENCE_FILES, wanted, EvidenceImportError)
+
+
+def import_evidence(work: Path, others: list[str], wanted: dict[str, Any], file_name: str,
+                    key_of: Callable[[dict[str, Any]], Any], have: Callable[[Any], bool],
+                    ) -> tuple[list[dict[str, Any]], set]:
+    """Append to ``work``'s ``file_name`` (``resolve.jsonl`` or ``validation_lessons.jsonl``) every
+    record of ``others`` whose key (``key_of``) this build does not ``have``. Returns them, and the keys
+    of every record there (taken or not: what the other process has been working on). Taken only
+    from a directory whose gates ran with this build's settings (``evidence.meta.json``): an outcome is
+    a fact about a lesson, a problem and the model that answered, whichever process asked."""
+    new: list[dict[str, Any]] = []
+    there: set = set()
+    for name in others:
+        other = other_dir(work, name, "evidence_from", EvidenceImportError)
+        path = other / file_name
+        if not other_settings_match(other, EVIDENCE_META, EVIDENCE_FILES, wanted, "evidence_from",
+                                    EvidenceImportError) or not path.exists():
+            continue  # nothing made there yet: looked at again before the next batch
+        taken: list[dict[str, Any]] = []
+        seen: set = set()
+        for _, record in complete_records(path):
+            key = key_of(record)
+            there.add(key)
+            if not have(key) and key not in seen:
+                seen.add(key)
+                taken.append(record)
+        append_records(work / file_name, taken)
+        log_import(work, EVIDENCE_IMPORT_LOG, other, len(taken))
+        new.extend(taken)
+    return new, there
 
 
 def imported_total(work: Path, log_name: str = IMPORT_LOG) -> int:

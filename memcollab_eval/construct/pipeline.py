@@ -62,8 +62,11 @@ from memcollab_eval.construct.distill import (
 from memcollab_eval.construct.entry_lint import about_difference, lint_entry, restates_itself
 from memcollab_eval.construct.imports import (
     DISTILL_IMPORT_LOG,
+    EVIDENCE_IMPORT_LOG,
     check_distill_settings,
+    check_evidence_settings,
     import_distill,
+    import_evidence,
     import_trajectories,
     imported_total,
 )
@@ -602,15 +605,31 @@ def _generate_fn(lm: Any) -> evidence.GenerateFn:
     return run
 
 
+def evidence_settings(cfg: BuildConf) -> dict[str, Any]:
+    """What a gate outcome depends on besides its lesson, problem and model (``evidence.meta.json``):
+    a held-out answer is recorded by problem and lesson only, so the target that gave it is here."""
+    return {"validate_target": cfg.validation_target(), "seed": cfg.seed, "batched": cfg.batch_size > 1,
+            "max_gen_toks": cfg.max_gen_toks, "temperature": cfg.method.temperature}
+
+
 def stage_evidence(cfg: BuildConf, problems: list[PoolProblem], entries: list[dict], pair_of: dict[str, Pair],
                    work: Path, models: ModelCache, rejected: Counter,
                    retag: PoolCategorizer | None = None) -> tuple[list[dict], dict]:
     """The evidence gates (construct/evidence.py): re-solve, then held-out validation per lesson.
-    Returns the admitted entries (renumbered, each with its evidence) and the report for the manifest."""
+    Returns the admitted entries (renumbered, each with its evidence) and the report for the manifest.
+    Outcomes another process made meanwhile (``evidence_from``) are taken before every batch."""
     g = cfg.gates
     report: dict[str, Any] = {}
     admitted = list(entries)
     sandbox = cfg.sandbox_config()
+    settings = evidence_settings(cfg)
+    check_evidence_settings(work, settings)
+    reverse = cfg.work_order == "reverse"
+
+    take_others: evidence.TakeOthers | None = None
+    if cfg.evidence_from:
+        def take_others(file_name, key_of, have):  # noqa: F811 (the outcomes of evidence_from, before every batch)
+            return import_evidence(work, cfg.evidence_from, settings, file_name, key_of, have)
     if g.resolve:
         tried = [(e, pair_of[e["id"]].unpreferred[1]) for e in admitted if pair_of[e["id"]].unpreferred is not None]
 
@@ -620,7 +639,7 @@ def stage_evidence(cfg: BuildConf, problems: list[PoolProblem], entries: list[di
 
         outcomes = evidence.resolve_lessons(tried, {p.id: p for p in problems}, work,
                                             lambda model: _generate_fn(models.get(model)), resolve_kwargs,
-                                            g.resolve_samples, sandbox)
+                                            g.resolve_samples, sandbox, reverse=reverse, take_others=take_others)
         kept = []
         for e in admitted:
             pair = pair_of[e["id"]]
@@ -650,7 +669,7 @@ def stage_evidence(cfg: BuildConf, problems: list[PoolProblem], entries: list[di
         outcomes, seconds, tokens = evidence.validate_lessons(
             admitted, heldout, work, _generate_fn(models.get(target)),
             lambda spec: cfg.gen_kwargs(spec.max_gen_toks, seed=cfg.seed), sandbox,
-            stop_early=rule if g.validate_stop_early else None)
+            stop_early=rule if g.validate_stop_early else None, reverse=reverse, take_others=take_others)
         kept = []
         for e in admitted:
             o = outcomes[evidence.lesson_key(e)]
@@ -744,6 +763,9 @@ def _run_stages(cfg: BuildConf, work: Path) -> dict:
     evidence_report = None
     if entries and (cfg.gates.resolve or (cfg.gates.validate and cfg.gates.validate_unit == "lesson")):
         entries, evidence_report = stage_evidence(cfg, problems, entries, pair_of, work, models, rejected, retag)
+    if cfg.stop_after == "evidence":
+        return stopped(cfg, "evidence", problems=len(problems), trajectories=len(trajs), pairs=len(pairs),
+                       admitted=len(entries))
     validation = None
     if cfg.gates.validate and cfg.gates.validate_unit == "category" and entries:
         entries, validation = stage_validate(cfg, problems, entries, work, models, retag)
@@ -755,6 +777,9 @@ def _run_stages(cfg: BuildConf, work: Path) -> dict:
     replies_imported = imported_total(work, DISTILL_IMPORT_LOG)
     if replies_imported:
         stats["distill_replies_imported"] = replies_imported
+    outcomes_imported = imported_total(work, EVIDENCE_IMPORT_LOG)
+    if outcomes_imported:
+        stats["evidence_outcomes_imported"] = outcomes_imported
     if validation is not None:
         stats["validation"] = {"target": load_target(cfg.validation_target()).identity, "groups": validation}
     if evidence_report is not None:
