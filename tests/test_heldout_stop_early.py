@@ -225,3 +225,29 @@ def test_answers_of_another_target_are_refused_with_the_file_named(tmp_path):
                         lambda r: (r["problem_id"], r["memory"]), lambda k: False)
     with pytest.raises(EvidenceImportError, match=r"a/evidence.meta.json: this work directory's records were made"):
         check_evidence_settings(a, {"validate_target": "large", "seed": 1})
+
+
+def test_resolve_in_reverse_starts_at_the_end_and_takes_the_other_process_outcomes(tmp_path):
+    from memcollab_eval.construct.evidence import resolve_lessons
+
+    problems = _problems(10)
+    lessons = [{**_lesson(f"r{i}"), "source_problem_id": p.id} for i, p in enumerate(problems)]
+    by_id = {p.id: p for p in problems}
+    calls = []
+
+    def generate_for(model):
+        def generate(prompts, kwargs):
+            calls.append([next(p.id for p in problems if p.doc["question"] in prompt) for prompt in prompts])
+            return ["The answer is -7."] * len(prompts), 0.1, 1
+        return generate
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir()
+    b.mkdir()
+    first = resolve_lessons([(e, "weak") for e in lessons], by_id, a, generate_for, lambda spec, s: {"until": []},
+                            1, None, reverse=True, take_others=_sharing(a, b))
+    assert calls[0] == [p.id for p in problems[::-1][:8]]  # the first batch is the end of the list
+    calls.clear()
+    second = resolve_lessons([(e, "weak") for e in lessons], by_id, b, generate_for, lambda spec, s: {"until": []},
+                             1, None, take_others=_sharing(b, a))
+    assert calls == [] and second == first  # every outcome taken from the other directory

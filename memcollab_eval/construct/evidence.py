@@ -243,8 +243,8 @@ def validate_lessons(entries: Sequence[dict], heldout: dict[str, list[PoolProble
             for r in read_records(path, ("problem_id", "memory", "passed"))}
     spent = [0.0, 0]
 
-    started_here: set[str] = set()  # labels this call asked, and labels another process answered meanwhile
-    started_there: set[str] = set()
+    started_here: set[str] = set()  # the lessons (labels) this call has asked about
+    started_there: set[str] = set()  # the labels another process (take_others) has answers for
 
     def pull() -> None:
         if take_others is not None:
