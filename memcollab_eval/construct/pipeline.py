@@ -26,6 +26,7 @@ from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -626,10 +627,8 @@ def stage_evidence(cfg: BuildConf, problems: list[PoolProblem], entries: list[di
     check_evidence_settings(work, settings)
     reverse = cfg.work_order == "reverse"
 
-    take_others: evidence.TakeOthers | None = None
-    if cfg.evidence_from:
-        def take_others(file_name, key_of, have):  # noqa: F811 (the outcomes of evidence_from, before every batch)
-            return import_evidence(work, cfg.evidence_from, settings, file_name, key_of, have)
+    # the outcomes of evidence_from, looked at before every batch
+    take_others = partial(import_evidence, work, cfg.evidence_from, settings) if cfg.evidence_from else None
     if g.resolve:
         tried = [(e, pair_of[e["id"]].unpreferred[1]) for e in admitted if pair_of[e["id"]].unpreferred is not None]
 
