@@ -892,3 +892,35 @@ def test_gate_outcomes_made_in_another_work_dir_are_taken(built, tmp_path):
                           capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert proc.returncode != 0 and f"{side / 'evidence.meta.json'}: made with" in proc.stderr, proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr
+
+
+def test_resolve_placebo_shows_a_learner_that_any_lesson_fixes(built, tmp_path):
+    """gates.resolve_placebo: each source problem is also re-solved with another pair's lesson. The
+    learner double passes whenever memory precedes its prompt, so re-solve admits every lesson, and the
+    placebo passes just as often: the manifest shows no lesson-specific effect (p = 1)."""
+    from memcollab_eval.bank.store import load_bank
+    from memcollab_eval.construct.evidence import lesson_key, placebo_lessons
+
+    tmp, paths = built
+    learner = _memory_only_double(tmp_path, "learner", _pool(tmp))
+    work, out = tmp_path / "work", tmp_path / "bank"
+    _copy_pool(tmp, work)
+    cmd = build_cmd({**paths, "weak": learner}, work, out)[:-len(LEGACY_GATES)] + \
+        _legacy_without("gates.resolve") + ["gates.resolve=true", "gates.resolve_placebo=true"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    bank = load_bank(out)
+    report = bank.manifest.config["stats"]["evidence"]["resolve"]
+    placebo = report["placebo"]
+    assert placebo["lessons"] > 0 and placebo["own_passed"] == placebo["placebo_passed"] == placebo["lessons"]
+    assert placebo["own_only"] == placebo["placebo_only"] == 0 and placebo["p_value_own_better"] == 1.0
+    # the placebo is another problem's lesson text on this lesson's problem, recorded beside the real outcomes
+    entries = [e.to_dict() for e in bank.entries]
+    controls = placebo_lessons(entries)
+    records = [json.loads(x) for x in (work / "resolve.jsonl").read_text().splitlines()]
+    keys = {r["key"] for r in records}
+    for key, control in controls.items():
+        own = next(e for e in entries if lesson_key(e) == key)
+        assert control["source_problem_id"] == own["source_problem_id"]
+        assert (control["enforce"], control["avoid"]) != (own["enforce"], own["avoid"])
+        assert lesson_key(control) in keys

@@ -77,6 +77,9 @@ class GatesConf:
     resolve: bool = False
     resolve_samples: int = 1  # the first greedy, the others sampled (temperature 0.7, seeded)
     resolve_min_pass: int = 1  # of resolve_samples
+    # a measurement, not a gate: each lesson's source problem is also re-solved with another pair's lesson
+    # (evidence.placebo_lessons), and the manifest compares the two pass counts
+    resolve_placebo: bool = False
     # held-out validation: the target tries unseen training problems of the lesson's category with and
     # without the lesson (unit=lesson) or the category's lessons together (unit=category, the old gate)
     validate: bool = False

@@ -35,7 +35,7 @@ from tqdm.auto import tqdm
 
 from memcollab_eval.adapters import BenchmarkSpec, get_spec
 from memcollab_eval.bank.store import entry_from_dict
-from memcollab_eval.construct.pools import PoolProblem
+from memcollab_eval.construct.pools import POOL_SOURCES, PoolProblem
 from memcollab_eval.jsonl_store import append_records, read_records
 from memcollab_eval.retrieve import Retrieved, render_memory
 from memcollab_eval.scoring import score_response
@@ -142,6 +142,46 @@ def resolve_lessons(candidates: Sequence[tuple[dict, str]], problems: dict[str, 
                                       sum(float(r.get("seconds") or 0) for r in records),
                                       sum(int(r.get("completion_tokens") or 0) for r in records))
     return out
+
+
+def placebo_lessons(entries: Sequence[dict]) -> dict[str, dict]:
+    """A control for re-solve: for each lesson (by key), its own source problem with another pair's
+    lesson text instead of its own. The other lesson is from another source problem of the same
+    source (else of the same domain, math or code), so it has the form and domain of a lesson but
+    is not about this problem's mistake: the next such lesson in key order (wrapping), so the
+    choice is fixed. Lessons with no such partner get no control.
+
+    Why: a model this small answers differently whenever its prompt changes, so some failed
+    problems pass again with any text prepended. A lesson's re-solve shows something only if it
+    passes more often than a lesson from elsewhere does on the same problem."""
+    def domain(source: str) -> str:
+        benchmark = POOL_SOURCES[source][0] if source in POOL_SOURCES else source
+        return get_spec(benchmark).domain
+
+    unique = sorted({lesson_key(e): e for e in entries}.items())
+    out: dict[str, dict] = {}
+    for i, (key, entry) in enumerate(unique):
+        others = [o for _, o in unique[i + 1:] + unique[:i] if o["source_problem_id"] != entry["source_problem_id"]
+                  and (o["enforce"], o["avoid"]) != (entry["enforce"], entry["avoid"])]  # a same text is no control
+        other = next((o for o in others if o["source_benchmark"] == entry["source_benchmark"]),
+                     next((o for o in others if domain(o["source_benchmark"]) == domain(entry["source_benchmark"])),
+                          None))
+        if other is not None:
+            out[key] = {**entry, "enforce": other["enforce"], "avoid": other["avoid"]}
+    return out
+
+
+def placebo_report(own: dict[str, ResolveOutcome], control: dict[str, ResolveOutcome],
+                   placebos: dict[str, dict]) -> dict[str, Any]:
+    """Re-solve with each lesson's own text against its placebo, paired by lesson: how many passed
+    (at least one sample) each way, and the exact sign test on the discordant lessons."""
+    pairs = [(own[k].passed > 0, control[lesson_key(placebos[k])].passed > 0) for k in sorted(placebos) if k in own]
+    own_only = sum(a and not b for a, b in pairs)
+    placebo_only = sum(b and not a for a, b in pairs)
+    return {"lessons": len(pairs), "own_passed": sum(a for a, _ in pairs), "placebo_passed": sum(b for _, b in pairs),
+            "own_only": own_only, "placebo_only": placebo_only,
+            "p_value_own_better": round(sign_test_p(own_only, placebo_only), 6),
+            "placebo": "another pair's lesson (same benchmark, another problem) on the lesson's own source problem"}
 
 
 HELDOUT_RULES = ("net", "sign_test")
@@ -339,4 +379,4 @@ def validate_lessons(entries: Sequence[dict], heldout: dict[str, list[PoolProble
 
 
 __all__ = ["HELDOUT_RULES", "HeldoutOutcome", "HeldoutRule", "ResolveOutcome", "TakeOthers", "lesson_key",
-           "resolve_lessons", "sign_test_p", "validate_lessons", "with_lesson"]
+           "placebo_lessons", "placebo_report", "resolve_lessons", "sign_test_p", "validate_lessons", "with_lesson"]

@@ -636,9 +636,19 @@ def stage_evidence(cfg: BuildConf, problems: list[PoolProblem], entries: list[di
             return cfg.gen_kwargs(spec.max_gen_toks, seed=cfg.seed + 1000 * sample,
                                   temperature=None if sample == 0 else 0.7)
 
-        outcomes = evidence.resolve_lessons(tried, {p.id: p for p in problems}, work,
+        def resolve(candidates: list[tuple[dict, str]]) -> dict[str, evidence.ResolveOutcome]:
+            return evidence.resolve_lessons(candidates, {p.id: p for p in problems}, work,
                                             lambda model: _generate_fn(models.get(model)), resolve_kwargs,
                                             g.resolve_samples, sandbox, reverse=reverse, take_others=take_others)
+
+        outcomes = resolve(tried)
+        placebo = None
+        if g.resolve_placebo:
+            placebos = evidence.placebo_lessons([e for e, _ in tried])
+            model_of = {evidence.lesson_key(e): m for e, m in tried}
+            control = resolve([(placebos[k], model_of[k]) for k in sorted(placebos)])
+            placebo = {**evidence.placebo_report(outcomes, control, placebos),
+                       "seconds": round(sum(o.seconds for o in control.values()), 1)}
         kept = []
         for e in admitted:
             pair = pair_of[e["id"]]
@@ -657,6 +667,8 @@ def stage_evidence(cfg: BuildConf, problems: list[PoolProblem], entries: list[di
                              "samples": g.resolve_samples, "min_pass": g.resolve_min_pass,
                              "seconds": round(sum(o.seconds for o in outcomes.values()), 1),
                              "completion_tokens": sum(o.tokens for o in outcomes.values())}
+        if placebo is not None:
+            report["resolve"]["placebo"] = placebo
         admitted = kept
     if g.validate and g.validate_unit == "lesson" and admitted:
         categories = {e["category"] for e in admitted}

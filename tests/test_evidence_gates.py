@@ -1,8 +1,10 @@
-"""Held-out validation that stops trying a lesson once it cannot be admitted (gates.validate_stop_early).
+"""The evidence gates' machinery: held-out validation that stops trying a lesson once it cannot be
+admitted (gates.validate_stop_early), two processes sharing the gates (evidence_from), and the
+re-solve placebo.
 
 The target here is a plain function that answers each (problem, lesson) from a table, so every
 flip pattern can be set up and the generated prompts counted; the build-level tests in
-test_build.py run the same gate through the scripted double and a real model.
+test_build.py run the same gates through the scripted double and a real model.
 """
 
 from __future__ import annotations
@@ -195,7 +197,7 @@ def test_two_processes_meet_in_the_middle_with_the_decisions_of_one(tmp_path):
     a.mkdir()
     b.mkdir()
     tests = Path(__file__).parent
-    procs = [subprocess.Popen([sys.executable, "-c", f"import test_heldout_stop_early as t; "
+    procs = [subprocess.Popen([sys.executable, "-c", f"import test_evidence_gates as t; "
                                f"t._side({str(w)!r}, {str(o)!r}, {rev}, 5, 24)"],
                               cwd=tests, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for w, o, rev in ((a, b, False), (b, a, True))]
@@ -251,3 +253,23 @@ def test_resolve_in_reverse_starts_at_the_end_and_takes_the_other_process_outcom
     second = resolve_lessons([(e, "weak") for e in lessons], by_id, b, generate_for, lambda spec, s: {"until": []},
                              1, None, take_others=_sharing(b, a))
     assert calls == [] and second == first  # every outcome taken from the other directory
+
+
+def test_placebo_report_pairs_each_lesson_with_its_placebo():
+    from memcollab_eval.construct.evidence import ResolveOutcome, lesson_key, placebo_lessons, placebo_report
+
+    lessons = [{**_lesson(f"p{i}"), "source_problem_id": f"gsm8k/train/{i}", "source_benchmark": "gsm8k_train"}
+               for i in range(7)]
+    placebos = placebo_lessons(lessons)
+    assert set(placebos) == {lesson_key(e) for e in lessons}
+    for key, control in placebos.items():
+        own = next(e for e in lessons if lesson_key(e) == key)
+        assert control["source_problem_id"] == own["source_problem_id"] and control["enforce"] != own["enforce"]
+    own = {lesson_key(e): ResolveOutcome(lesson_key(e), "weak", e["source_problem_id"], 1, 1, 0.0, 0) for e in lessons}
+    control = {lesson_key(c): ResolveOutcome(lesson_key(c), "weak", c["source_problem_id"], 1, int(i == 0), 0.0, 0)
+               for i, c in enumerate(placebos[k] for k in sorted(placebos))}
+    report = placebo_report(own, control, placebos)
+    assert (report["lessons"], report["own_passed"], report["placebo_passed"]) == (7, 7, 1)
+    assert (report["own_only"], report["placebo_only"]) == (6, 0) and report["p_value_own_better"] == 1 / 64
+    lone = [{**_lesson("x"), "source_problem_id": "gsm8k/train/0", "source_benchmark": "gsm8k_train"}]
+    assert placebo_lessons(lone) == {}  # no other problem's lesson: no control
