@@ -16,7 +16,9 @@ Two processes can share one source model or the summarizer: one takes its to-do 
 the other in reverse (``work_order=reverse``), each taking the other's records before every batch,
 so they meet in the middle. Summarizer replies (``distill_from``) are taken only from a directory
 whose distillation settings (``distill.meta.json``) are this build's, with the same prompt version,
-and only for a pair whose two trajectories there are this build's, text for text.
+and only for a pair whose two trajectories there are this build's, text for text. The evidence gates'
+outcomes (``evidence_from``: re-solve and held-out answers) are taken from a directory whose gates ran
+with this build's settings (``evidence.meta.json``).
 """
 
 from __future__ import annotations
@@ -232,6 +234,7 @@ def import_evidence(work: Path, others: list[str], wanted: dict[str, Any], file_
     a fact about a lesson, a problem and the model that answered, whichever process asked."""
     new: list[dict[str, Any]] = []
     there: set = set()
+    seen: set = set()  # keys taken by this call (two other directories may hold the same outcome)
     for name in others:
         other = other_dir(work, name, "evidence_from", EvidenceImportError)
         path = other / file_name
@@ -239,7 +242,6 @@ def import_evidence(work: Path, others: list[str], wanted: dict[str, Any], file_
                                     EvidenceImportError) or not path.exists():
             continue  # nothing made there yet: looked at again before the next batch
         taken: list[dict[str, Any]] = []
-        seen: set = set()
         for _, record in complete_records(path):
             key = key_of(record)
             there.add(key)
