@@ -577,6 +577,8 @@ def test_heldout_validation_per_lesson_records_fixed_and_broken_problems(built, 
         result = load_bank(out)
         report = result.manifest.config["stats"]["evidence"]["heldout"]
         assert report["tried"] == len(bank.entries) and sum(report["problems_per_category"].values()) > 0
+        flips = report["flips"]  # the helped target: every try on a failing problem fixed; the fragile one: broken
+        assert (flips["fix_rate"] == 1.0) if expect_all else (flips["fixed"] == 0), flips
         if expect_all:
             assert len(result.entries) == len(bank.entries)
             for e in result.entries:

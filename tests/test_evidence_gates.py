@@ -15,7 +15,7 @@ import random
 import pytest
 from conftest import FIXTURE_POOLS
 
-from memcollab_eval.construct.evidence import HeldoutRule, validate_lessons
+from memcollab_eval.construct.evidence import HeldoutRule, flip_rates, validate_lessons
 from memcollab_eval.construct.pools import PoolProblem
 from memcollab_eval.retrieve import MEMORY_HEADER
 
@@ -75,6 +75,8 @@ def test_a_lesson_that_flips_nothing_is_refused_after_the_problems_the_target_fa
     assert o.problems == ("gsm8k/train/0", "gsm8k/train/2", "gsm8k/train/4")
     assert o.untried == ("gsm8k/train/1", "gsm8k/train/3", "gsm8k/train/5")
     assert not o.admitted(RULES[0]) and o.fixed == () and o.broken == ()
+    assert flip_rates([o]) == {"fixed": 0, "tried_on_failing": 3, "fix_rate": 0.0,
+                               "broken": 0, "tried_on_passing": 0, "break_rate": None}
 
 
 def test_a_lesson_that_can_still_pass_is_tried_on_every_problem_and_keeps_its_full_evidence(tmp_path):
@@ -88,6 +90,8 @@ def test_a_lesson_that_can_still_pass_is_tried_on_every_problem_and_keeps_its_fu
     assert early == full
     (o,) = early.values()
     assert o.admitted(RULES[0]) and o.fixed == ("gsm8k/train/0", "gsm8k/train/4") and o.untried == ()
+    assert flip_rates([o]) == {"fixed": 2, "tried_on_failing": 3, "fix_rate": 0.6667,
+                               "broken": 0, "tried_on_passing": 3, "break_rate": 0.0}
 
 
 def test_no_lesson_is_asked_when_the_target_passes_every_problem(tmp_path):

@@ -229,6 +229,7 @@ class HeldoutOutcome:
     fixed: tuple[str, ...]
     broken: tuple[str, ...]
     untried: tuple[str, ...] = ()
+    failing_tried: int = 0  # of ``problems``, how many the target fails without memory (the ones that can be fixed)
 
     def admitted(self, rule: HeldoutRule) -> bool:
         return not self.untried and rule.admits(len(self.fixed), len(self.broken))
@@ -374,9 +375,21 @@ def validate_lessons(entries: Sequence[dict], heldout: dict[str, list[PoolProble
             t.key, tuple(p.id for p in tried),
             tuple(p.id for p in tried if done[(p.id, label)] and not done[(p.id, "without")]),
             tuple(p.id for p in tried if done[(p.id, "without")] and not done[(p.id, label)]),
-            tuple(p.id for p in t.order[t.tried:]))
+            tuple(p.id for p in t.order[t.tried:]),
+            sum(not done[(p.id, "without")] for p in tried))
     return results, spent[0], spent[1]
 
 
-__all__ = ["HELDOUT_RULES", "HeldoutOutcome", "HeldoutRule", "ResolveOutcome", "TakeOthers", "lesson_key",
-           "placebo_lessons", "placebo_report", "resolve_lessons", "sign_test_p", "validate_lessons", "with_lesson"]
+def flip_rates(outcomes: Sequence[HeldoutOutcome]) -> dict[str, Any]:
+    """Over every lesson tried: how often a lesson fixed a held-out problem the target fails without
+    memory, and broke one it passes. The per-lesson rule sees a few problems; these totals show
+    whether the candidate lessons move the target at all, and which way."""
+    failing = sum(o.failing_tried for o in outcomes)
+    passing = sum(len(o.problems) - o.failing_tried for o in outcomes)
+    fixed, broken = sum(len(o.fixed) for o in outcomes), sum(len(o.broken) for o in outcomes)
+    return {"fixed": fixed, "tried_on_failing": failing, "fix_rate": round(fixed / failing, 4) if failing else None,
+            "broken": broken, "tried_on_passing": passing, "break_rate": round(broken / passing, 4) if passing else None}
+
+
+__all__ = ["HELDOUT_RULES", "HeldoutOutcome", "HeldoutRule", "ResolveOutcome", "TakeOthers", "flip_rates",
+           "lesson_key", "placebo_lessons", "placebo_report", "resolve_lessons", "sign_test_p", "validate_lessons", "with_lesson"]

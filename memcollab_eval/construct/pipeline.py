@@ -694,6 +694,7 @@ def stage_evidence(cfg: BuildConf, problems: list[PoolProblem], entries: list[di
             "rule": rule.text(),
             "stopped_early": sum(bool(o.untried) for o in outcomes.values()),
             "answers_not_needed": sum(len(o.untried) for o in outcomes.values()),
+            "flips": evidence.flip_rates(list(outcomes.values())),
             "seconds": round(seconds, 1), "completion_tokens": tokens}
         admitted = kept
     renumbered = [{**e, "id": f"{cfg.bank.name}-{i:04d}"} for i, e in enumerate(admitted, start=1)]
