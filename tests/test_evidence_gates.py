@@ -211,7 +211,7 @@ def test_two_processes_meet_in_the_middle_with_the_decisions_of_one(tmp_path):
     runs = {w.name: json.loads((w / "asked.json").read_text()) for w in (a, b)}
     admitted = sorted(k for k, o in want.items() if o.admitted(RULES[0]))
     assert runs["a"]["admitted"] == runs["b"]["admitted"] == admitted
-    made = {k: sum(v for lesson, v in r["asked"].items() if lesson != "null") for k, r in runs.items()}
+    made = {k: sum(v for lesson, v in r["asked"].items() if lesson != "None") for k, r in runs.items()}
     alone_made = sum(v for lesson, v in single.asked.items() if lesson)
     assert made["a"] >= 1 and made["b"] >= 1, made
     # made twice: at most the round where the two first meet, and where they meet inside each lesson they share

@@ -284,6 +284,7 @@ def validate_lessons(entries: Sequence[dict], heldout: dict[str, list[PoolProble
             for r in read_records(path, ("problem_id", "memory", "passed"))}
     spent = [0.0, 0]
 
+    made_by = str(work.resolve())  # each answer names the directory whose process made it (another may take it)
     started_here: set[str] = set()  # the lessons (labels) this call has asked about
     started_there: set[str] = set()  # the labels another process (take_others) has answers for
 
@@ -309,7 +310,7 @@ def validate_lessons(entries: Sequence[dict], heldout: dict[str, list[PoolProble
             for (p, label, _), text in zip(group, texts, strict=True):
                 passed = score_response(spec, p.doc, text, sandbox=sandbox).passed
                 done[(p.id, label)] = passed
-                records.append({"problem_id": p.id, "memory": label, "passed": passed})
+                records.append({"problem_id": p.id, "memory": label, "passed": passed, "by": made_by})
             append_records(path, records)
 
     categories = sorted({e["category"] for e in entries}, reverse=reverse)

@@ -229,7 +229,8 @@ def import_evidence(work: Path, others: list[str], wanted: dict[str, Any], file_
                     ) -> tuple[list[dict[str, Any]], set]:
     """Append to ``work``'s ``file_name`` (``resolve.jsonl`` or ``validation_lessons.jsonl``) every
     record of ``others`` whose key (``key_of``) this build does not ``have``. Returns them, and the keys
-    of every record there (taken or not: what the other process has been working on). Taken only
+    of the records the other process made itself (``by``: its directory; taken or not, what it has been
+    working on, not what it took from this one). Taken only
     from a directory whose gates ran with this build's settings (``evidence.meta.json``): an outcome is
     a fact about a lesson, a problem and the model that answered, whichever process asked."""
     new: list[dict[str, Any]] = []
@@ -242,9 +243,11 @@ def import_evidence(work: Path, others: list[str], wanted: dict[str, Any], file_
                                     EvidenceImportError) or not path.exists():
             continue  # nothing made there yet: looked at again before the next batch
         taken: list[dict[str, Any]] = []
+        made_there = str(other.resolve())
         for _, record in complete_records(path):
             key = key_of(record)
-            there.add(key)
+            if record.get("by") == made_there:
+                there.add(key)
             if not have(key) and key not in seen:
                 seen.add(key)
                 taken.append(record)
