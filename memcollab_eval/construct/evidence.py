@@ -44,8 +44,8 @@ RESOLVE_BATCH = 8  # re-solve prompts per call: llama_cpp's default n_parallel
 # generate(prompts, gen_kwargs) -> (texts, seconds, completion tokens); one call per batch of prompts
 GenerateFn = Callable[[list[str], dict[str, Any]], tuple[list[str], float, int]]
 # take_others(file name, key of a record, whether this process has a key) -> (the records another process made
-# meanwhile (evidence_from), already appended to this work directory's file; the keys of all its records);
-# looked at before every batch
+# meanwhile (evidence_from), already appended to this work directory's file; the keys of the records that
+# process made itself, not those it took from this one); looked at before every batch
 TakeOthers = Callable[[str, Callable[[dict], Any], Callable[[Any], bool]], tuple[list[dict], set]]
 
 
@@ -181,7 +181,8 @@ def placebo_report(own: dict[str, ResolveOutcome], control: dict[str, ResolveOut
     return {"lessons": len(pairs), "own_passed": sum(a for a, _ in pairs), "placebo_passed": sum(b for _, b in pairs),
             "own_only": own_only, "placebo_only": placebo_only,
             "p_value_own_better": round(sign_test_p(own_only, placebo_only), 6),
-            "placebo": "another pair's lesson (same benchmark, another problem) on the lesson's own source problem"}
+            "placebo": "another pair's lesson (another problem of the same source, else of the same domain) "
+                       "on the lesson's own source problem"}
 
 
 HELDOUT_RULES = ("net", "sign_test")

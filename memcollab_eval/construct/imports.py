@@ -133,6 +133,11 @@ def log_import(work: Path, log_name: str, other: Path, records: int) -> None:
                                           "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}])
 
 
+def has_records(directory: Path, record_files: tuple[str, ...]) -> bool:
+    """Whether any of a stage's record files in ``directory`` holds something."""
+    return any((directory / f).exists() and (directory / f).stat().st_size for f in record_files)
+
+
 def check_settings(work: Path, meta_name: str, record_files: tuple[str, ...], wanted: dict[str, Any],
                    error: type[PoolError]) -> None:
     """Record a work directory's settings for a stage (``meta_name``) when its first records are made,
@@ -144,7 +149,7 @@ def check_settings(work: Path, meta_name: str, record_files: tuple[str, ...], wa
         if have != wanted:
             raise error(f"{meta}: this work directory's records were made with {json.dumps(have, sort_keys=True)}, "
                         f"this build makes {json.dumps(wanted, sort_keys=True)}; use another work_dir")
-    elif not any((work / f).exists() and (work / f).stat().st_size for f in record_files):
+    elif not has_records(work, record_files):
         write_atomic(meta, json.dumps(wanted, sort_keys=True))
 
 
@@ -155,7 +160,7 @@ def other_settings_match(other: Path, meta_name: str, record_files: tuple[str, .
     later); refused, naming the file, when the settings differ or cannot be checked."""
     meta = other / meta_name
     if not meta.exists():
-        if any((other / f).exists() and (other / f).stat().st_size for f in record_files):
+        if has_records(other, record_files):
             raise error(f"{option}: {other} has records but no {meta_name} (made before records kept their "
                         "settings): they cannot be checked, so none is taken")
         return False
