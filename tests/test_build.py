@@ -926,3 +926,41 @@ def test_resolve_placebo_shows_a_learner_that_any_lesson_fixes(built, tmp_path):
         assert control["source_problem_id"] == own["source_problem_id"]
         assert (control["enforce"], control["avoid"]) != (own["enforce"], own["avoid"])
         assert lesson_key(control) in keys
+
+
+def test_the_gate_log_names_every_candidate_and_the_gate_that_stopped_it(built, tmp_path):
+    """gates.<bank>.jsonl: one line per candidate lesson (and per reply that gave none), with the
+    gate that stopped it; its counts are the manifest's rejections, and the admitted lines name
+    exactly the bank's entries. With re-solve on the weak double every linted lesson stops there,
+    its answer and the placebo's recorded."""
+    from collections import Counter
+
+    from memcollab_eval.bank.store import load_bank
+    from memcollab_eval.construct.gate_log import read_gate_log
+
+    tmp, paths = built
+    log = read_gate_log(tmp / "work" / "gates.tiny_test.jsonl")
+    bank = load_bank(tmp / "bank")
+    stats = bank.manifest.config["stats"]
+    gates = Counter(c.gate for c in log)
+    assert {g: n for g, n in gates.items() if g != "admitted"} == {g: n for g, n in stats["rejected"].items() if n}
+    assert sorted(c.bank_id for c in log if c.gate == "admitted") == sorted(e.id for e in bank.entries)
+    by_id = {e.id: e for e in bank.entries}
+    for c in log:
+        if c.gate == "admitted":
+            assert (c.enforce, c.avoid, c.source_problem_id) == (
+                by_id[c.bank_id].enforce, by_id[c.bank_id].avoid, by_id[c.bank_id].source_problem_id)
+    assert any(c.gate == "malformed" and not c.enforce for c in log)
+
+    work, out = tmp_path / "work", tmp_path / "bank"
+    _copy_pool(tmp, work)
+    cmd = build_cmd(paths, work, out)[:-len(LEGACY_GATES)] + \
+        _legacy_without("gates.resolve") + ["gates.resolve=true", "gates.resolve_placebo=true"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    log = read_gate_log(work / "gates.tiny_test.jsonl")
+    resolved = [c for c in log if "resolve" in c.evidence]
+    assert resolved and all(c.gate == "failed_resolve" and c.evidence["resolve"]["passed"] == 0 for c in resolved)
+    placebos = [c.evidence["resolve"]["placebo_passed"] for c in resolved if "placebo_passed" in c.evidence["resolve"]]
+    assert placebos and set(placebos) == {0}  # a lesson with no partner of its source or domain has no placebo
+    assert len(resolved) == load_bank(out).manifest.config["stats"]["rejected"]["failed_resolve"]

@@ -61,6 +61,7 @@ from memcollab_eval.construct.distill import (
     retry_prompt,
 )
 from memcollab_eval.construct.entry_lint import about_difference, lint_entry, restates_itself
+from memcollab_eval.construct.gate_log import Candidate, GateLog
 from memcollab_eval.construct.imports import (
     DISTILL_IMPORT_LOG,
     EVIDENCE_IMPORT_LOG,
@@ -429,13 +430,16 @@ def stage_distill(cfg: BuildConf, problems: list[PoolProblem], trajs: dict[Key, 
 
 
 def assemble_entries(cfg: BuildConf, problems: list[PoolProblem], trajs: dict[Key, Trajectory], pairs: list[Pair],
-                     distilled: dict[str, list[DistillRecord]], identities: dict[str, str]
-                     ) -> tuple[list[dict], Counter, dict[str, Pair]]:
+                     distilled: dict[str, list[DistillRecord]], identities: dict[str, str],
+                     log: GateLog | None = None) -> tuple[list[dict], Counter, dict[str, Pair]]:
     """Lint every lesson of every candidate reply, tag survivors (with model identities), drop
-    near-duplicates; ids follow pool, pair and reply order. Also returns each entry's pair."""
+    near-duplicates; ids follow pool, pair and reply order. Also returns each entry's pair.
+    ``log`` gets every candidate with the gate that stopped it (gate_log.py)."""
     by_id = {p.id: p for p in problems}
     rejected: Counter = Counter()
     candidates: list[tuple[dict, Pair]] = []
+    log = log if log is not None else GateLog()
+    logged: dict[int, Candidate] = {}  # id(entry) -> its candidate
     examples = prompt_examples(cfg.distill_prompt_version)
     tag = signal_tag(cfg)
     for pair in pairs:
@@ -445,24 +449,32 @@ def assemble_entries(cfg: BuildConf, problems: list[PoolProblem], trajs: dict[Ke
         for record in distilled[pair_id(pair, tag)]:
             if record.status != "ok":
                 rejected["malformed"] += 1
+                log.add(Candidate(record.pair, record.sample, problem.id, problem.category, gate="malformed"))
                 continue
             for lesson in record.lessons:
+                candidate = log.add(Candidate(
+                    record.pair, record.sample, problem.id, problem.category, lesson["enforce"], lesson["avoid"],
+                    lesson.get("difference", ""),
+                    evidence.lesson_key({"source_problem_id": problem.id, **lesson})))
                 verdict = lint_entry(lesson["enforce"], lesson["avoid"], problem=spec.text(problem.doc),
                                      trajectories=sources, gold=spec.gold(problem.doc), examples=examples) \
                     if cfg.gates.lint else None
                 if verdict is not None and not verdict.ok:
                     rejected[verdict.reason] += 1
+                    candidate.gate = verdict.reason
                     continue
                 if cfg.gates.restate_lint:
                     restated = restates_itself(lesson["enforce"], lesson["avoid"])
                     if not restated.ok:
                         rejected[restated.reason] += 1
+                        candidate.gate = restated.reason
                         continue
                 difference = lesson.get("difference", "")
                 if cfg.gates.difference_lint:
                     about = about_difference(lesson["enforce"], lesson["avoid"], difference)
                     if not about.ok:
                         rejected[about.reason] += 1
+                        candidate.gate = about.reason
                         continue
                 entry = {
                     "enforce": lesson["enforce"], "avoid": lesson["avoid"], "category": problem.category,
@@ -477,8 +489,13 @@ def assemble_entries(cfg: BuildConf, problems: list[PoolProblem], trajs: dict[Ke
                 if chosen_by is not None:
                     entry["evidence"] = {"preference": chosen_by}
                 candidates.append((entry, pair))
+                logged[id(entry)] = candidate
     kept, merged = drop_near_duplicates([e for e, _ in candidates], cfg.gates.near_duplicate_threshold)
     rejected["near_duplicate"] += merged
+    survivors = {id(e) for e in kept}
+    for entry, _ in candidates:
+        if id(entry) not in survivors:
+            logged[id(entry)].gate = "near_duplicate"
     pair_of_entry = {id(e): p for e, p in candidates}
     entries = [{"id": f"{cfg.bank.name}-{i:04d}", **e} for i, e in enumerate(kept, start=1)]
     return entries, rejected, {e["id"]: pair_of_entry[id(k)] for e, k in zip(entries, kept, strict=True)}
@@ -615,11 +632,13 @@ def evidence_settings(cfg: BuildConf) -> dict[str, Any]:
 
 def stage_evidence(cfg: BuildConf, problems: list[PoolProblem], entries: list[dict], pair_of: dict[str, Pair],
                    work: Path, models: ModelCache, rejected: Counter,
-                   retag: PoolCategorizer | None = None) -> tuple[list[dict], dict]:
+                   retag: PoolCategorizer | None = None, log: GateLog | None = None) -> tuple[list[dict], dict]:
     """The evidence gates (construct/evidence.py): re-solve, then held-out validation per lesson.
     Returns the admitted entries (renumbered, each with its evidence) and the report for the manifest.
-    Outcomes another process made meanwhile (``evidence_from``) are taken before every batch."""
+    Outcomes another process made meanwhile (``evidence_from``) are taken before every batch.
+    ``log`` gets what each gate saw of each lesson, the placebo's answer included."""
     g = cfg.gates
+    log = log if log is not None else GateLog()
     report: dict[str, Any] = {}
     admitted = list(entries)
     sandbox = cfg.sandbox_config()
@@ -643,12 +662,14 @@ def stage_evidence(cfg: BuildConf, problems: list[PoolProblem], entries: list[di
 
         outcomes = resolve(tried)
         placebo = None
+        placebo_passed: dict[str, int] = {}
         if g.resolve_placebo:
             placebos = evidence.placebo_lessons([e for e, _ in tried])
             model_of = {evidence.lesson_key(e): m for e, m in tried}
             control = resolve([(placebos[k], model_of[k]) for k in sorted(placebos)])
             placebo = {**evidence.placebo_report(outcomes, control, placebos),
                        "seconds": round(sum(o.seconds for o in control.values()), 1)}
+            placebo_passed = {k: control[evidence.lesson_key(c)].passed for k, c in placebos.items()}
         kept = []
         for e in admitted:
             pair = pair_of[e["id"]]
@@ -657,6 +678,10 @@ def stage_evidence(cfg: BuildConf, problems: list[PoolProblem], entries: list[di
                                                "resolve": {"skipped": "self-memory: no unpreferred trajectory"}}})
                 continue
             o = outcomes[evidence.lesson_key(e)]
+            seen = {"model": o.model, "passed": o.passed, "samples": o.samples}
+            if o.key in placebo_passed:
+                seen["placebo_passed"] = placebo_passed[o.key]
+            log.record(o.key, "resolve", seen, o.admitted(g.resolve_min_pass))
             if o.admitted(g.resolve_min_pass):
                 identity = load_target(o.model).identity
                 kept.append({**e, "evidence": {**(e.get("evidence") or {}),
@@ -684,6 +709,10 @@ def stage_evidence(cfg: BuildConf, problems: list[PoolProblem], entries: list[di
         kept = []
         for e in admitted:
             o = outcomes[evidence.lesson_key(e)]
+            log.record(o.key, "heldout", {
+                "tried": len(o.problems), "failing_tried": o.failing_tried, "fixed": list(o.fixed),
+                "broken": list(o.broken), "untried": len(o.untried),
+                "p_value": round(evidence.sign_test_p(len(o.fixed), len(o.broken)), 6)}, o.admitted(rule))
             if o.admitted(rule):
                 kept.append({**e, "evidence": {**(e.get("evidence") or {}), "heldout": o.evidence(identity, rule)}})
             else:
@@ -771,17 +800,22 @@ def _run_stages(cfg: BuildConf, work: Path) -> dict:
     if cfg.stop_after == "distill":
         return stopped(cfg, "distill", problems=len(problems), trajectories=len(trajs), pairs=len(pairs),
                        replies=sum(map(len, distilled.values())))
-    entries, rejected, pair_of = assemble_entries(cfg, problems, trajs, pairs, distilled, identities)
+    gate_log = GateLog()
+    entries, rejected, pair_of = assemble_entries(cfg, problems, trajs, pairs, distilled, identities, gate_log)
     evidence_report = None
     if entries and (cfg.gates.resolve or (cfg.gates.validate and cfg.gates.validate_unit == "lesson")):
-        entries, evidence_report = stage_evidence(cfg, problems, entries, pair_of, work, models, rejected, retag)
-    if cfg.stop_after == "evidence":
+        entries, evidence_report = stage_evidence(cfg, problems, entries, pair_of, work, models, rejected, retag,
+                                                  gate_log)
+    if cfg.stop_after == "evidence":  # no bank: a lesson through every gate stays "admitted", with no bank id
+        gate_log.write(work / f"gates.{cfg.bank.name}.jsonl")
         return stopped(cfg, "evidence", problems=len(problems), trajectories=len(trajs), pairs=len(pairs),
                        admitted=len(entries))
     validation = None
     if cfg.gates.validate and cfg.gates.validate_unit == "category" and entries:
         entries, validation = stage_validate(cfg, problems, entries, work, models, retag)
         rejected["failed_validation"] = validation.pop("_dropped_entries")
+    gate_log.finish(entries, evidence.lesson_key, otherwise="failed_validation")
+    gate_log.write(work / f"gates.{cfg.bank.name}.jsonl")  # before the bank: a replay that leaves it alone writes it too
     stats = build_stats(cfg, problems, trajs, verdicts, skipped, distilled, entries, rejected)
     imported = imported_total(work)
     if imported:  # their seconds and tokens are in the figures above: they are the records' own
