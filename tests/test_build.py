@@ -964,3 +964,25 @@ def test_the_gate_log_names_every_candidate_and_the_gate_that_stopped_it(built, 
     placebos = [c.evidence["resolve"]["placebo_passed"] for c in resolved if "placebo_passed" in c.evidence["resolve"]]
     assert placebos and set(placebos) == {0}  # a lesson with no partner of its source or domain has no placebo
     assert len(resolved) == load_bank(out).manifest.config["stats"]["rejected"]["failed_resolve"]
+
+
+def test_gate_report_summarizes_the_log(built, tmp_path):
+    """scripts/gate_report.py: the counts per gate and the admitted lessons' text, from the log alone;
+    a missing log is named."""
+    from memcollab_eval.bank.store import load_bank
+
+    tmp, _ = built
+    script = Path(__file__).resolve().parents[1] / "scripts" / "gate_report.py"
+    proc = subprocess.run([sys.executable, str(script), str(tmp / "work" / "gates.tiny_test.jsonl")],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    bank = load_bank(tmp / "bank")
+    stats = bank.manifest.config["stats"]
+    assert f"| malformed | {stats['rejected']['malformed']} |" in proc.stdout
+    assert f"| admitted | {len(bank.entries)} |" in proc.stdout and f"Admitted ({len(bank.entries)}):" in proc.stdout
+    for e in bank.entries:
+        assert f"`{e.id}`" in proc.stdout
+    assert "No lesson reached held-out validation." in proc.stdout
+    missing = subprocess.run([sys.executable, str(script), str(tmp_path / "gates.none.jsonl")],
+                             capture_output=True, text=True, timeout=120)
+    assert missing.returncode != 0 and "gates.none.jsonl does not exist" in missing.stderr

@@ -372,7 +372,11 @@ def validate_lessons(entries: Sequence[dict], heldout: dict[str, list[PoolProble
 
     results: dict[str, HeldoutOutcome] = {}
     for t in trials:
-        tried, label = t.order[:t.tried], f"with:{t.key}"
+        # the problems in their category's order, not in the order tried: the evidence (and so the bank's
+        # bytes) is the same with and without stopping early
+        position = {p.id: i for i, p in enumerate(heldout.get(t.entry["category"], []))}
+        tried = sorted(t.order[:t.tried], key=lambda p: position[p.id])
+        label = f"with:{t.key}"
         results[t.key] = HeldoutOutcome(
             t.key, tuple(p.id for p in tried),
             tuple(p.id for p in tried if done[(p.id, label)] and not done[(p.id, "without")]),
