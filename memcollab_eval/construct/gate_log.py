@@ -71,12 +71,6 @@ class GateLog:
                 else:
                     c.gate = otherwise
 
-    def counts(self) -> dict[str, int]:
-        out: dict[str, int] = {}
-        for c in self.candidates:
-            out[c.gate] = out.get(c.gate, 0) + 1
-        return dict(sorted(out.items()))
-
     def write(self, path: Path) -> None:
         write_atomic(path, "".join(json.dumps(asdict(c), sort_keys=True) + "\n" for c in self.candidates))
 

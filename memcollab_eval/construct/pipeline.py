@@ -437,9 +437,8 @@ def assemble_entries(cfg: BuildConf, problems: list[PoolProblem], trajs: dict[Ke
     ``log`` gets every candidate with the gate that stopped it (gate_log.py)."""
     by_id = {p.id: p for p in problems}
     rejected: Counter = Counter()
-    candidates: list[tuple[dict, Pair]] = []
+    candidates: list[tuple[dict, Pair, Candidate]] = []
     log = log if log is not None else GateLog()
-    logged: dict[int, Candidate] = {}  # id(entry) -> its candidate
     examples = prompt_examples(cfg.distill_prompt_version)
     tag = signal_tag(cfg)
     for pair in pairs:
@@ -488,15 +487,14 @@ def assemble_entries(cfg: BuildConf, problems: list[PoolProblem], trajs: dict[Ke
                 chosen_by = preference_evidence(cfg, pair, identities)
                 if chosen_by is not None:
                     entry["evidence"] = {"preference": chosen_by}
-                candidates.append((entry, pair))
-                logged[id(entry)] = candidate
-    kept, merged = drop_near_duplicates([e for e, _ in candidates], cfg.gates.near_duplicate_threshold)
+                candidates.append((entry, pair, candidate))
+    kept, merged = drop_near_duplicates([e for e, _, _ in candidates], cfg.gates.near_duplicate_threshold)
     rejected["near_duplicate"] += merged
     survivors = {id(e) for e in kept}
-    for entry, _ in candidates:
+    for entry, _, candidate in candidates:
         if id(entry) not in survivors:
-            logged[id(entry)].gate = "near_duplicate"
-    pair_of_entry = {id(e): p for e, p in candidates}
+            candidate.gate = "near_duplicate"
+    pair_of_entry = {id(e): p for e, p, _ in candidates}
     entries = [{"id": f"{cfg.bank.name}-{i:04d}", **e} for i, e in enumerate(kept, start=1)]
     return entries, rejected, {e["id"]: pair_of_entry[id(k)] for e, k in zip(entries, kept, strict=True)}
 
